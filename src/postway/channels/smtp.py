@@ -1,0 +1,302 @@
+"""The Custom SMTP channel: the user's own relay (Exchange, Microsoft 365, Postfix, an ESP).
+
+One session per message: connect, TLS as configured (certificates verified by default), AUTH,
+then MAIL/RCPT per recipient and DATA once. Per-recipient outcome from the RCPT and DATA
+replies: 2xx sent, 4xx or a dropped connection deferred, 5xx failed with the reply kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from postway.channels.base import OutboundMessage, Outcome, outcomes_for_all
+from postway.config import Settings
+from postway.domain.bounce_reasons import classify_reply, find_status
+from postway.domain.states import REASON_AUTH_FAILURE, ChannelName, DeliveryState
+from postway.errors import ChannelError
+from postway.store.channel_settings import SmtpRelay
+
+
+@dataclass(frozen=True, slots=True)
+class RelayCheck:
+    """Result of a connection test: `step` names the first step that failed."""
+
+    ok: bool
+    step: str  # resolve, connect, tls, auth, or done
+    message: str
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if settings.smtp_ca_file:
+        ctx.load_verify_locations(cafile=settings.smtp_ca_file)
+    if not settings.smtp_verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _is_private(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    return not addr.is_global
+
+
+async def resolve_relay(host: str, port: int, allow_private: bool) -> list[str]:
+    """The relay's addresses. Refuses private and loopback targets unless allowed, so the
+    relay setting cannot be used to probe the network Postway runs in (SSRF)."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ChannelError(f"the name {host} was not found in DNS", step="resolve") from exc
+    ips = sorted({str(info[4][0]) for info in infos})
+    if not allow_private and any(_is_private(ip) for ip in ips):
+        raise ChannelError(
+            f"{host} resolves to a private or loopback address ({', '.join(ips)}); "
+            "relays must be reachable on the public internet "
+            "(set POSTWAY_ALLOW_PRIVATE_RELAYS=1 to allow internal relays)",
+            step="resolve",
+        )
+    return ips
+
+
+class SmtpChannel:
+    name = ChannelName.SMTP.value
+
+    def __init__(self, relay: SmtpRelay, settings: Settings) -> None:
+        self.relay = relay
+        self.settings = settings
+
+    async def aclose(self) -> None:
+        return None
+
+    async def open(self) -> aiosmtplib.SMTP:
+        """Connect, secure and authenticate; raises ChannelError naming the failed step."""
+        relay, settings = self.relay, self.settings
+        ips = await resolve_relay(relay.host, relay.port, settings.allow_private_relays)
+        # Dial the address we checked (no second lookup to rebind), but verify the certificate
+        # against the name the user typed.
+        sock = await _dial(ips, relay, settings.smtp_connect_timeout)
+        client = aiosmtplib.SMTP(
+            hostname=relay.host,
+            sock=sock,
+            use_tls=relay.security == "tls",
+            start_tls=False,
+            local_hostname=settings.hostname,
+            timeout=settings.smtp_command_timeout,
+            tls_context=tls_context(settings),
+        )
+        try:
+            await asyncio.wait_for(client.connect(), settings.smtp_connect_timeout)
+        except (ssl.SSLError, aiosmtplib.SMTPConnectError) as exc:
+            sock.close()
+            if _is_cert_error(exc):
+                raise ChannelError(_cert_message(relay.host, exc), step="tls") from exc
+            raise ChannelError(
+                f"could not connect to {relay.host}:{relay.port}: {_words(exc)}", step="connect"
+            ) from exc
+        except (TimeoutError, OSError, aiosmtplib.SMTPException) as exc:
+            sock.close()
+            raise ChannelError(
+                f"could not connect to {relay.host}:{relay.port}: {_words(exc)}", step="connect"
+            ) from exc
+        try:
+            if relay.security == "starttls":
+                await self._starttls(client)
+            if relay.username:
+                await self._auth(client)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def _starttls(self, client: aiosmtplib.SMTP) -> None:
+        await client.ehlo()
+        if not client.supports_extension("starttls"):
+            raise ChannelError(
+                f"{self.relay.host} does not offer STARTTLS; choose security 'tls' or 'none'",
+                step="tls",
+            )
+        try:
+            await client.starttls(server_hostname=self.relay.host)
+        except (ssl.SSLError, aiosmtplib.SMTPException, OSError) as exc:
+            if _is_cert_error(exc):
+                raise ChannelError(_cert_message(self.relay.host, exc), step="tls") from exc
+            raise ChannelError(f"TLS negotiation failed: {_words(exc)}", step="tls") from exc
+
+    async def _auth(self, client: aiosmtplib.SMTP) -> None:
+        relay = self.relay
+        user, password = relay.username or "", relay.password or ""
+        try:
+            if relay.auth == "plain":
+                await client.auth_plain(user, password)
+            elif relay.auth == "login":
+                await client.auth_login(user, password)
+            elif relay.auth == "xoauth2":
+                await client.auth_xoauth2(user, password)
+            else:
+                await client.login(user, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise ChannelError(
+                f"the relay rejected the username or password: {exc.code} {exc.message}",
+                step="auth",
+            ) from exc
+        except aiosmtplib.SMTPException as exc:
+            raise ChannelError(f"authentication failed: {_words(exc)}", step="auth") from exc
+
+    async def check(self) -> RelayCheck:
+        """The connection test behind POST /delivery-channel/smtp/test."""
+        try:
+            client = await self.open()
+        except ChannelError as exc:
+            return RelayCheck(False, exc.step, str(exc))
+        try:
+            await client.quit()
+        except aiosmtplib.SMTPException:
+            client.close()
+        return RelayCheck(True, "done", f"connected to {self.relay.host} and authenticated")
+
+    async def deliver(self, message: OutboundMessage) -> list[Outcome]:
+        try:
+            client = await self.open()
+        except ChannelError as exc:
+            attention = str(exc) if exc.step in ("auth", "tls", "resolve") else None
+            return outcomes_for_all(
+                message,
+                state=DeliveryState.DEFERRED,
+                reason=REASON_AUTH_FAILURE if exc.step == "auth" else "networkerror",
+                diagnostic=str(exc),
+                remote_mta=self.relay.host,
+                needs_attention=attention,
+            )
+        try:
+            return await self._transaction(client, message)
+        finally:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+
+    async def _transaction(
+        self, client: aiosmtplib.SMTP, message: OutboundMessage
+    ) -> list[Outcome]:
+        host = self.relay.host
+        options = ["SMTPUTF8"] if message.needs_smtputf8 else []
+        try:
+            await client.mail(message.from_address, options=options, encoding="utf-8")
+        except aiosmtplib.SMTPResponseException as exc:
+            return outcomes_for_all(message, **_reply_fields(exc.code, exc.message, host))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return _lost(message, exc, host)
+        outcomes: dict[str, Outcome] = {}
+        accepted = []
+        for r in message.recipients:
+            try:
+                await client.rcpt(r.address, encoding="utf-8")
+                accepted.append(r)
+            except aiosmtplib.SMTPResponseException as exc:
+                outcomes[r.delivery_id] = Outcome(
+                    r.delivery_id, r.address, **_reply_fields(exc.code, exc.message, host)
+                )
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return list(outcomes.values()) + _lost(message, exc, host, skip=outcomes)
+        if accepted:
+            try:
+                reply = await client.data(message.raw)
+                fields = _reply_fields(reply.code, reply.message, host)
+            except aiosmtplib.SMTPResponseException as exc:
+                fields = _reply_fields(exc.code, exc.message, host)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return list(outcomes.values()) + _lost(message, exc, host, skip=outcomes)
+            for r in accepted:
+                outcomes[r.delivery_id] = Outcome(r.delivery_id, r.address, **fields)
+        return list(outcomes.values())
+
+
+def _reply_fields(code: int, text: str, host: str) -> dict[str, object]:
+    text = " ".join(text.split())
+    if 200 <= code < 300:
+        return {
+            "state": DeliveryState.SENT,
+            "reply_code": code,
+            "status": find_status(text),
+            "diagnostic": text,
+            "remote_mta": host,
+        }
+    cls = classify_reply(code, None, text)
+    return {
+        "state": DeliveryState.DEFERRED if 400 <= code < 500 else DeliveryState.FAILED,
+        "reply_code": code,
+        "status": cls.status,
+        "diagnostic": f"{code} {text}",
+        "reason": cls.reason,
+        "hard": cls.hard if code >= 500 else False,
+        "remote_mta": host,
+    }
+
+
+def _lost(
+    message: OutboundMessage, exc: BaseException, host: str, skip: dict[str, Outcome] | None = None
+) -> list[Outcome]:
+    """The connection dropped or timed out: every undecided recipient is deferred."""
+    return [
+        Outcome(
+            r.delivery_id,
+            r.address,
+            DeliveryState.DEFERRED,
+            reason="networkerror",
+            diagnostic=f"connection to {host} lost: {_words(exc)}",
+            remote_mta=host,
+        )
+        for r in message.recipients
+        if not skip or r.delivery_id not in skip
+    ]
+
+
+async def _dial(ips: list[str], relay: SmtpRelay, timeout: float) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    last: BaseException | None = None
+    for ip in ips:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (ip, relay.port)), timeout)
+            return sock
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            last = exc
+    raise ChannelError(
+        f"could not connect to {relay.host}:{relay.port}: {_words(last or OSError())}",
+        step="connect",
+    ) from last
+
+
+def _is_cert_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _cert_message(host: str, exc: BaseException) -> str:
+    return f"the certificate of {host} is not valid: {_words(exc)}"
+
+
+def _words(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = str(exc) or type(exc).__name__
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused"
+    return text

@@ -1,0 +1,308 @@
+"""`postway ...`: the one entry point for every role and every admin task."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from postway.config import Settings, settings_table
+from postway.errors import PostwayError
+
+if TYPE_CHECKING:
+    from postway.runtime import Runtime
+
+T = TypeVar("T")
+app = typer.Typer(
+    help="Postway: a self-hosted delivery layer for sales email.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+user_app = typer.Typer(help="Users.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+identity_app = typer.Typer(help="Sending identities.", no_args_is_help=True)
+bounce_app = typer.Typer(help="Bounces.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+for sub, name in (
+    (db_app, "db"),
+    (user_app, "user"),
+    (token_app, "token"),
+    (identity_app, "identity"),
+    (bounce_app, "bounce"),
+    (config_app, "config"),
+):
+    app.add_typer(sub, name=name)
+
+console = Console(stderr=True)
+
+
+def _run(make: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Build the runtime, run one coroutine against it, and turn Postway errors into exit 1."""
+    from postway.runtime import Runtime
+
+    async def go() -> T:
+        rt = Runtime(Settings())
+        try:
+            await rt.start()
+            return await make(rt, *args)
+        finally:
+            await rt.aclose()
+
+    try:
+        return asyncio.run(go())
+    except PostwayError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+# --- servers ------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Web and API port.")] = 8025,
+    bounce_port: Annotated[int, typer.Option(help="Bounce intake SMTP port (0: off).")] = 0,
+    demo: Annotated[
+        bool, typer.Option(help="Seed a demo user; route mail to a local inbox.")
+    ] = False,
+) -> None:
+    """Run everything in one process: web, API and the delivery worker (SQLite by default)."""
+    from postway.server import run_server
+
+    _guard(
+        lambda: asyncio.run(
+            run_server(Settings(), host, port, bounce_port, worker=True, web=True, demo=demo)
+        )
+    )
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Web and API port.")] = 8025,
+) -> None:
+    """Run the web app and API only (scale out next to `postway worker`)."""
+    from postway.server import run_server
+
+    _guard(lambda: asyncio.run(run_server(Settings(), host, port, 0, worker=False, web=True)))
+
+
+@app.command()
+def worker() -> None:
+    """Run the delivery worker only; run as many as you like against one PostgreSQL."""
+    from postway.server import run_server
+
+    _guard(lambda: asyncio.run(run_server(Settings(), "", 0, 0, worker=True, web=False)))
+
+
+def _guard(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except PostwayError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+# --- database, users, tokens, identities ----------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the latest version."""
+
+    async def go(rt: Runtime) -> None:
+        return None  # Runtime.start() already applied the migrations
+
+    _run(go)
+    console.print("database is up to date")
+
+
+@user_app.command("create")
+def user_create(
+    email: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user (password from a prompt, or from stdin with --password-stdin)."""
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def go(rt: Runtime) -> str:
+        from postway.store.users import create_user
+
+        async with rt.db.session() as s, s.begin():
+            user = await create_user(s, email, password, admin=admin)
+            return user.email
+
+    created = _run(go)
+    console.print(f"created user {created}{' (admin)' if admin else ''}")
+
+
+@token_app.command("create")
+def token_create(
+    email: str, name: Annotated[str, typer.Option(help="A label for the token.")] = "cli"
+) -> None:
+    """Create an API token for a user; it is shown once, on the last line."""
+
+    async def go(rt: Runtime) -> str:
+        from postway.store.users import create_token, get_user_by_email
+
+        async with rt.db.session() as s, s.begin():
+            user = await get_user_by_email(s, email)
+            return await create_token(s, user, name)
+
+    token = _run(go)
+    console.print("API token (shown once; store it now):")
+    print(token)
+
+
+@identity_app.command("verify")
+def identity_verify(email: str) -> None:
+    """Mark every identity with this address verified (admin set-up and tests)."""
+
+    async def go(rt: Runtime) -> int:
+        from postway.store.identities import mark_verified
+
+        async with rt.db.session() as s, s.begin():
+            return len(await mark_verified(s, email))
+
+    count = _run(go)
+    console.print(f"verified {count} identit{'y' if count == 1 else 'ies'} for {email}")
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+@app.command()
+def send(
+    user: Annotated[str, typer.Option("--user", help="Email of the user who sends.")],
+    identity: Annotated[str, typer.Option("--from", help="Identity address (or id) to send as.")],
+    to: Annotated[list[str], typer.Option("--to", help="Recipient (repeatable).")],
+    subject: Annotated[str, typer.Option(help="Subject line.")] = "",
+    text: Annotated[str | None, typer.Option(help="Plain-text body ('-' reads stdin).")] = None,
+    html_file: Annotated[Path | None, typer.Option(help="File with the HTML body.")] = None,
+    cc: Annotated[list[str] | None, typer.Option("--cc", help="Cc (repeatable).")] = None,
+    bcc: Annotated[list[str] | None, typer.Option("--bcc", help="Bcc (repeatable).")] = None,
+    attach: Annotated[list[Path] | None, typer.Option(help="File to attach (repeatable).")] = None,
+    wait: Annotated[
+        float, typer.Option(help="Deliver now and wait up to this many seconds for outcomes.")
+    ] = 0.0,
+) -> None:
+    """Queue a message as one of a user's identities; prints its id and delivery states."""
+    body = sys.stdin.read() if text == "-" else text
+    result = _run(
+        send_command,
+        user,
+        identity,
+        to,
+        cc or [],
+        bcc or [],
+        subject,
+        body,
+        html_file.read_text() if html_file else None,
+        [(p.name, p.read_bytes()) for p in attach or []],
+        wait,
+    )
+    print(json.dumps(result, indent=2, default=str))
+
+
+async def send_command(
+    rt: Runtime,
+    user_email: str,
+    identity: str,
+    to: list[str],
+    cc: list[str],
+    bcc: list[str],
+    subject: str,
+    text: str | None,
+    html: str | None,
+    attach: list[tuple[str, bytes]],
+    wait: float,
+) -> dict[str, Any]:
+    import base64
+    import mimetypes
+    import time
+
+    from postway.delivery.submit import AttachmentIn, SendRequest, submit_message
+    from postway.store.identities import list_identities
+    from postway.store.messages import deliveries_of
+    from postway.store.users import get_user_by_email, principal_of
+
+    attachments = []
+    for filename, data in attach:
+        ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        attachments.append(AttachmentIn(filename, ctype, base64.b64encode(data).decode()))
+    async with rt.db.session() as s, s.begin():
+        who = principal_of(await get_user_by_email(s, user_email))
+        mine = await list_identities(s, who)
+        match = [i for i in mine if identity in (i.id, i.email)]
+        if not match:
+            raise PostwayError(f"{user_email} has no identity {identity}")
+        req = SendRequest(
+            identity_id=match[0].id,
+            to=to,
+            cc=cc,
+            bcc=bcc,
+            subject=subject,
+            text=text,
+            html=html,
+            attachments=attachments,
+        )
+        message, _ = await submit_message(s, rt.settings, who, req)
+    deadline = time.monotonic() + wait
+    while wait > 0 and time.monotonic() < deadline:
+        await rt.worker.run_once()
+        async with rt.db.session() as s, s.begin():
+            states = [d.state for d in await deliveries_of(s, message.id)]
+        if all(st not in ("queued",) for st in states):
+            break
+        await asyncio.sleep(0.2)
+    async with rt.db.session() as s, s.begin():
+        deliveries = await deliveries_of(s, message.id)
+    return {
+        "id": message.id,
+        "deliveries": [
+            {
+                "recipient": d.recipient,
+                "state": d.state,
+                "reason": d.reason,
+                "status": d.status,
+                "diagnostic": d.diagnostic,
+            }
+            for d in deliveries
+        ],
+    }
+
+
+# --- bounces and config ---------------------------------------------------------------------
+
+
+@bounce_app.command("classify")
+def bounce_classify(paths: list[Path]) -> None:
+    """Classify bounce emails (.eml files or folders): one JSON object per line."""
+    from postway.bounces import classify_files
+
+    for row in classify_files(paths):
+        print(json.dumps(row, ensure_ascii=False))
+
+
+@config_app.command("table")
+def config_table() -> None:
+    """Print every setting as a Markdown table (for the README)."""
+    print(settings_table())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,120 @@
+"""Settings: every knob Postway reads, typed, described and defaulted in one place.
+
+The README's configuration table is generated from this class (`postway config table`),
+so a setting added here is documented there without a second edit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTWAY_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./postway-data"), description="Folder for the SQLite file, keys and local inbox."
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty means a SQLite file in the data dir. "
+        "`postgresql://...` selects PostgreSQL.",
+    )
+    secret_key: str = Field(
+        "",
+        description="Key for secrets at rest and signed tokens; generated into the data dir "
+        "if unset.",
+    )
+    hostname: str = Field("localhost", description="Name used in EHLO, Message-IDs and links.")
+    base_url: str = Field(
+        "", description="Public URL of the web app, for links in mail (default http://HOST:PORT)."
+    )
+    bounce_domain: str = Field(
+        "bounces.postway.test",
+        description="Domain of VERP return paths; its MX is the intake server. "
+        "Set it in production.",
+    )
+    dkim_selector: str = Field("postway", description="DKIM selector for Postway's own domain.")
+    dkim_domain: str = Field(
+        "", description="Domain that signs managed mail (d=); defaults to the bounce domain."
+    )
+    dkim_algorithm: str = Field("rsa-sha256", description="rsa-sha256 or ed25519-sha256.")
+    dns_nameservers: str = Field(
+        "", description="Comma-separated host or host:port list; empty uses the system resolver."
+    )
+    transport: str = Field(
+        "",
+        description="Fixed routes like Postfix's transport map: "
+        "`example.net=127.0.0.1:2525,*=127.0.0.1:2526`.",
+    )
+    allow_private_relays: bool = Field(
+        False, description="Allow custom SMTP relays on loopback or private addresses."
+    )
+    max_message_bytes: int = Field(
+        25 * 1024 * 1024, description="Largest message accepted for sending, in bytes."
+    )
+    retry_base_seconds: float = Field(300.0, description="First retry delay after a deferral.")
+    retry_max_seconds: float = Field(4 * 3600.0, description="Ceiling of the retry delay.")
+    queue_lifetime_seconds: float = Field(
+        5 * 86400.0, description="How long a deferred delivery is retried before it expires."
+    )
+    lease_seconds: float = Field(
+        300.0,
+        description="How long a worker's claim on a delivery lasts before others may take it.",
+    )
+    worker_batch: int = Field(100, description="Deliveries claimed by a worker at a time.")
+    worker_poll_seconds: float = Field(
+        1.0, description="Idle wait between queue polls when nothing is due."
+    )
+    smtp_connect_timeout: float = Field(30.0, description="Seconds to connect to an SMTP server.")
+    smtp_command_timeout: float = Field(
+        300.0, description="Seconds to wait for a reply to an SMTP command (RFC 5321 4.5.3.2)."
+    )
+    smtp_verify_tls: bool = Field(
+        True, description="Verify certificates of custom SMTP relays (turn off only for tests)."
+    )
+    smtp_ca_file: str = Field("", description="Extra CA bundle trusted for SMTP TLS.")
+    log_level: str = Field("INFO", description="Logging level.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    def resolved_database_url(self) -> str:
+        """The async SQLAlchemy URL, with drivers filled in for the plain forms users type."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'postway.db').resolve()}"
+        if url.startswith("sqlite:"):
+            return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return url
+
+    def resolved_secret_key(self) -> str:
+        """The secret key; generated once into the data dir (mode 0600) when none is set."""
+        if self.secret_key:
+            return self.secret_key
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        self.secret_key = path.read_text().strip()
+        return self.secret_key
+
+    def resolved_base_url(self, port: int = 8025) -> str:
+        return self.base_url or f"http://{self.hostname}:{port}"
+
+
+def settings_table() -> str:
+    """Markdown table of every setting, for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default in ("", None) else str(default)
+        rows.append(f"| `POSTWAY_{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""The durable queue, the worker, the pipeline steps, retry schedule and throttling."""

@@ -1,0 +1,143 @@
+"""Recording what happened: state changes, retry scheduling, events, suppressions."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postway.channels.base import Outcome
+from postway.delivery import queue
+from postway.delivery.retry import RetryPolicy, next_attempt
+from postway.domain.states import REASON_EXPIRED, DeliveryState
+from postway.store.db import Database
+from postway.store.events import append_event
+from postway.store.models import ChannelSetting, Delivery, DeliveryEvent, Suppression, utcnow
+
+log = logging.getLogger("postway.delivery")
+
+UNKNOWN = "unknown"
+
+
+def _apply_fields(d: Delivery, o: Outcome, now: datetime) -> None:
+    d.reason = o.reason
+    d.status = o.status
+    d.reply_code = o.reply_code
+    d.diagnostic = o.diagnostic
+    d.remote_mta = o.remote_mta
+    d.hard = o.hard
+    d.updated_at = now
+
+
+def _event_detail(d: Delivery, o: Outcome) -> dict[str, object]:
+    return {
+        "attempt": d.attempts,
+        "reason": o.reason,
+        "status": o.status,
+        "reply_code": o.reply_code,
+        "diagnostic": o.diagnostic,
+        "remote_mta": o.remote_mta,
+        **o.detail,
+    }
+
+
+async def record_outcomes(
+    db: Database,
+    worker_id: str,
+    outcomes: list[Outcome],
+    policy: RetryPolicy,
+    *,
+    setting_id: str | None = None,
+    suppress_hard: bool = True,
+) -> None:
+    """Write outcomes for deliveries this worker still holds; others were taken over after our
+    lease expired and their new holder's result wins (we log and drop ours)."""
+    if not outcomes:
+        return
+    now = utcnow()
+    async with db.session() as s, s.begin():
+        rows = await queue.held(
+            s, worker_id, [o.delivery_id for o in outcomes], postgres=not db.is_sqlite
+        )
+        by_id = {d.id: d for d in rows}
+        attention: str | None = None
+        for o in outcomes:
+            d = by_id.get(o.delivery_id)
+            if d is None:
+                log.warning("lease lost for delivery %s; result dropped", o.delivery_id)
+                continue
+            attention = attention or o.needs_attention
+            if o.state is DeliveryState.DEFERRED:
+                await _defer(s, d, o, policy, now)
+            else:
+                _finish(s, d, o, now)
+                if suppress_hard and o.state is DeliveryState.BOUNCED and o.hard:
+                    await add_suppression(s, d, o.reason or "hard bounce")
+        if attention and setting_id:
+            setting = await s.get(ChannelSetting, setting_id)
+            if setting is not None:
+                setting.attention = attention
+
+
+def _finish(s: AsyncSession, d: Delivery, o: Outcome, now: datetime) -> None:
+    d.state = o.state.value
+    _apply_fields(d, o, now)
+    d.due_at = None
+    d.lease_owner = None
+    append_event(s, d, o.state.value, **_event_detail(d, o))
+
+
+async def _defer(
+    s: AsyncSession, d: Delivery, o: Outcome, policy: RetryPolicy, now: datetime
+) -> None:
+    unknown = o.detail.get("outcome") == UNKNOWN
+    if unknown and await _had_unknown(s, d.id):
+        # Retried once already: a second blind resend risks a third copy; stop here.
+        o.reason = o.reason or "networkerror"
+        o.diagnostic = (
+            f"{o.diagnostic or ''} (outcome unknown twice after the final dot; "
+            "not retried again, the recipient may have received it)"
+        ).strip()
+        o.state = DeliveryState.FAILED
+        _finish(s, d, o, now)
+        return
+    when = next_attempt(policy, d.attempts, now, d.expires_at, o.retry_after)
+    if when is None:
+        last = o.diagnostic or o.reason or "temporary failure"
+        o.state = DeliveryState.FAILED
+        o.reason = REASON_EXPIRED
+        o.diagnostic = f"gave up after {d.attempts} attempts; last error: {last}"
+        _finish(s, d, o, now)
+        return
+    d.state = DeliveryState.DEFERRED.value
+    _apply_fields(d, o, now)
+    d.due_at = when
+    d.lease_owner = None
+    detail = _event_detail(d, o)
+    detail["next_attempt_at"] = when.isoformat()
+    if unknown:
+        detail["note"] = (
+            "the connection failed after the message was sent: it may have arrived; "
+            "it is sent once more, since a duplicate is the lesser harm than a loss"
+        )
+    append_event(s, d, "unknown-outcome" if unknown else "deferred", **detail)
+
+
+async def _had_unknown(s: AsyncSession, delivery_id: str) -> bool:
+    found = await s.scalar(
+        select(DeliveryEvent.id).where(
+            DeliveryEvent.delivery_id == delivery_id, DeliveryEvent.type == "unknown-outcome"
+        )
+    )
+    return found is not None
+
+
+async def add_suppression(s: AsyncSession, d: Delivery, reason: str) -> None:
+    address = d.recipient.lower()
+    exists = await s.scalar(
+        select(Suppression.id).where(Suppression.org_id == d.org_id, Suppression.address == address)
+    )
+    if exists is None:
+        s.add(Suppression(org_id=d.org_id, address=address, reason=reason, source_delivery_id=d.id))

@@ -1,0 +1,182 @@
+"""The delivery pipeline: claimed deliveries pass named steps, then the outcome is recorded.
+
+    check suppression -> check blocked domain -> resolve route -> deliver -> record outcome
+
+Each check is a small function that returns an `Outcome` when it decides a recipient's fate
+without sending, or None to let it pass. Channels only deliver; everything else is here, once.
+No database transaction is held while a channel talks to the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postway.channels.base import OutboundMessage, Outcome, Recipient
+from postway.channels.registry import ChannelRegistry, Route
+from postway.config import Settings
+from postway.delivery.outcomes import record_outcomes
+from postway.delivery.retry import RetryPolicy
+from postway.domain.states import (
+    REASON_BLOCKED_DOMAIN,
+    REASON_CHANNEL_ERROR,
+    REASON_SUPPRESSED,
+    DeliveryState,
+)
+from postway.errors import ChannelError
+from postway.store.db import Database
+from postway.store.models import Delivery, Message, Organisation, Suppression
+
+log = logging.getLogger("postway.delivery")
+
+
+def check_suppression(delivery: Delivery, suppressed: set[str]) -> Outcome | None:
+    if delivery.recipient.lower() not in suppressed:
+        return None
+    return Outcome(
+        delivery.id,
+        delivery.recipient,
+        DeliveryState.SUPPRESSED,
+        reason=REASON_SUPPRESSED,
+        diagnostic="a hard bounce for this address is on record; not sent",
+    )
+
+
+def check_blocked_domain(delivery: Delivery, blocked: Iterable[str]) -> Outcome | None:
+    domain = delivery.recipient_domain
+    for entry in blocked:
+        entry = entry.lower().lstrip("@")
+        if domain == entry or domain.endswith("." + entry):
+            return Outcome(
+                delivery.id,
+                delivery.recipient,
+                DeliveryState.FAILED,
+                reason=REASON_BLOCKED_DOMAIN,
+                diagnostic=f"{entry} is on your organisation's list of blocked domains",
+            )
+    return None
+
+
+async def suppressed_among(db: AsyncSession, org_id: str, addresses: list[str]) -> set[str]:
+    lowered = [a.lower() for a in addresses]
+    rows = await db.scalars(
+        select(Suppression.address).where(
+            Suppression.org_id == org_id, Suppression.address.in_(lowered)
+        )
+    )
+    return set(rows)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        registry: ChannelRegistry,
+        worker_id: str,
+        *,
+        concurrency: int = 50,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.registry = registry
+        self.worker_id = worker_id
+        self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def process(self, claimed: list[Delivery]) -> None:
+        by_message: dict[str, list[Delivery]] = defaultdict(list)
+        for d in claimed:
+            by_message[d.message_id].append(d)
+        await asyncio.gather(*(self._guarded(mid, ds) for mid, ds in by_message.items()))
+
+    async def _guarded(self, message_id: str, deliveries: list[Delivery]) -> None:
+        async with self._slots:
+            try:
+                await self._message(message_id, deliveries)
+            except Exception:
+                # The lease runs out and the deliveries are retried; nothing is lost.
+                log.exception("pipeline failed for message %s", message_id)
+
+    async def _message(self, message_id: str, deliveries: list[Delivery]) -> None:
+        route: Route | None = None
+        route_error: ChannelError | None = None
+        async with self.db.session() as s, s.begin():
+            message = await s.get(Message, message_id)
+            if message is None:
+                raise RuntimeError(f"delivery points at missing message {message_id}")
+            org = await s.get(Organisation, message.org_id)
+            blocked = list(org.blocked_domains or []) if org else []
+            suppressed = await suppressed_among(
+                s, message.org_id, [d.recipient for d in deliveries]
+            )
+            try:
+                route = await self.registry.route(s, message)
+            except ChannelError as exc:
+                route_error = exc
+
+        outcomes: list[Outcome] = []
+        pending: list[Delivery] = []
+        for d in deliveries:
+            decided = check_suppression(d, suppressed) or check_blocked_domain(d, blocked)
+            if decided is not None:
+                outcomes.append(decided)
+            else:
+                pending.append(d)
+        if pending:
+            outcomes.extend(await self._deliver(message, pending, route, route_error))
+        await record_outcomes(
+            self.db,
+            self.worker_id,
+            outcomes,
+            self.policy,
+            setting_id=route.setting_id if route else None,
+            suppress_hard=True,
+        )
+
+    async def _deliver(
+        self,
+        message: Message,
+        pending: list[Delivery],
+        route: Route | None,
+        route_error: ChannelError | None,
+    ) -> list[Outcome]:
+        if route is None:
+            return [
+                Outcome(
+                    d.id,
+                    d.recipient,
+                    DeliveryState.FAILED,
+                    reason=REASON_CHANNEL_ERROR,
+                    diagnostic=str(route_error),
+                )
+                for d in pending
+            ]
+        outbound = OutboundMessage(
+            message_id=message.id,
+            org_id=message.org_id,
+            user_id=message.user_id,
+            from_address=message.from_address,
+            raw=message.raw,
+            recipients=tuple(Recipient(d.id, d.recipient) for d in pending),
+            needs_smtputf8=message.needs_smtputf8,
+        )
+        try:
+            return await route.channel.deliver(outbound)
+        except Exception as exc:
+            log.exception("channel %s raised for message %s", route.channel.name, message.id)
+            return [
+                Outcome(
+                    d.id,
+                    d.recipient,
+                    DeliveryState.DEFERRED,
+                    reason=REASON_CHANNEL_ERROR,
+                    diagnostic=f"internal error in the {route.channel.name} channel: {exc}",
+                )
+                for d in pending
+            ]

@@ -1,0 +1,69 @@
+"""The durable delivery queue: the deliveries table, claimed with leases.
+
+A claim moves `due_at` to the lease expiry and stamps `lease_owner`; results are written only
+where `lease_owner` still matches (fencing), so a worker that lost its lease cannot overwrite the
+work of the one that took over. On PostgreSQL claims use FOR UPDATE SKIP LOCKED, so many workers
+on many machines share one queue; on SQLite BEGIN IMMEDIATE makes the claim single-writer.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postway.store.models import Delivery
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def claim_due(
+    db: AsyncSession,
+    worker_id: str,
+    now: datetime,
+    limit: int,
+    lease_seconds: float,
+    *,
+    postgres: bool,
+) -> list[Delivery]:
+    """Claim up to `limit` due deliveries, oldest due first. The caller commits."""
+    due = select(Delivery.id).where(Delivery.due_at <= now).order_by(Delivery.due_at).limit(limit)
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()))
+        .values(
+            due_at=now + timedelta(seconds=lease_seconds),
+            lease_owner=worker_id,
+            attempts=Delivery.attempts + 1,
+        )
+        .returning(Delivery)
+        .execution_options(synchronize_session=False)
+    )
+    return list((await db.scalars(stmt)).all())
+
+
+async def held(
+    db: AsyncSession, worker_id: str, ids: list[str], *, postgres: bool
+) -> list[Delivery]:
+    """The deliveries among `ids` this worker still holds, locked for the result write."""
+    stmt = select(Delivery).where(Delivery.id.in_(ids), Delivery.lease_owner == worker_id)
+    if postgres:
+        stmt = stmt.with_for_update()
+    return list((await db.scalars(stmt)).all())
+
+
+async def depth_by_state(db: AsyncSession) -> dict[str, int]:
+    rows = await db.execute(
+        select(Delivery.state, func.count())
+        .where(Delivery.due_at.is_not(None))
+        .group_by(Delivery.state)
+    )
+    return {state: count for state, count in rows.all()}

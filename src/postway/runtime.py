@@ -1,0 +1,50 @@
+"""The composition root: builds settings, store, channels and the worker, and hands them down.
+
+No module keeps global state; the CLI, the web app and the tests all build one of these.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from postway.channels.base import Channel
+from postway.channels.registry import ChannelRegistry
+from postway.config import Settings
+from postway.delivery.worker import Worker
+from postway.security import SecretBox
+from postway.store.db import Database
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url())
+        self.box = SecretBox(settings.resolved_secret_key())
+        self.registry = ChannelRegistry(settings, self.box, managed=self._managed_channel)
+        self._worker: Worker | None = None
+        self.public_url = settings.resolved_base_url()
+
+    def _managed_channel(self) -> Channel:
+        from postway.channels.managed import ManagedChannel
+
+        return ManagedChannel(self.settings)
+
+    @property
+    def worker(self) -> Worker:
+        if self._worker is None:
+            self._worker = Worker(self.db, self.settings, self.registry)
+        return self._worker
+
+    def wake_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.wake()
+
+    async def start(self) -> None:
+        logging.getLogger("postway").setLevel(self.settings.log_level.upper())
+        await self.db.upgrade()
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        await self.registry.aclose()
+        await self.db.dispose()

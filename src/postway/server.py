@@ -1,0 +1,85 @@
+"""Running the roles: web + API, the delivery worker, or all of them in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+from sqlalchemy import func, select
+
+from postway.config import Settings
+from postway.runtime import Runtime
+from postway.store.models import User
+
+log = logging.getLogger("postway")
+
+
+async def run_server(
+    settings: Settings,
+    host: str,
+    port: int,
+    bounce_port: int,
+    *,
+    worker: bool,
+    web: bool,
+    demo: bool = False,
+) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if web and not settings.base_url:
+        settings.base_url = f"http://{host}:{port}"
+    rt = Runtime(settings)
+    await rt.start()
+    tasks: list[asyncio.Task[None]] = []
+    server: uvicorn.Server | None = None
+    try:
+        if web:
+            from postway.web.app import create_app
+
+            config = uvicorn.Config(
+                create_app(rt), host=host, port=port, log_level="warning", lifespan="off"
+            )
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(server.serve()))
+            await _announce(rt, host, port)
+        if worker:
+            tasks.append(asyncio.create_task(rt.worker.run()))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not waiter and t.exception():
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        if server is not None:
+            server.should_exit = True
+        rt.worker.stop() if worker else None
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, 10)
+        await rt.aclose()
+
+
+async def _announce(rt: Runtime, host: str, port: int) -> None:
+    async with rt.db.session() as s, s.begin():
+        users = await s.scalar(select(func.count()).select_from(User)) or 0
+    print(f"Postway is running at http://{host}:{port}/  (API: /api/v1, docs: /docs)", flush=True)
+    print(
+        f"Database: {rt.db.url.split('://', 1)[0]}; data folder: {rt.settings.data_dir}", flush=True
+    )
+    if users == 0:
+        print(
+            "No users yet. Create one, then log in with its email and password:\n"
+            "  postway user create you@example.com --admin",
+            flush=True,
+        )
+    else:
+        print("Log in with your email and password.", flush=True)

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, queries and Alembic migrations."""

@@ -1,0 +1,171 @@
+"""Which channel a user (or the team) sends through, and the custom relay's connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postway.domain.addresses import check_header_text
+from postway.domain.states import ChannelName
+from postway.errors import InvalidInput
+from postway.security import SecretBox
+from postway.store.models import ChannelSetting, Identity
+from postway.store.users import Principal
+
+SECURITY_MODES = ("starttls", "tls", "none")
+AUTH_MODES = ("auto", "plain", "login", "xoauth2")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpRelay:
+    """A custom relay's connection, with the password decrypted (never logged or returned)."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password: str | None
+    auth: str
+
+    def __repr__(self) -> str:  # keep the password out of logs and tracebacks
+        return f"SmtpRelay(host={self.host!r}, port={self.port}, security={self.security!r})"
+
+
+def parse_channel(value: object) -> ChannelName:
+    try:
+        return ChannelName(str(value))
+    except ValueError:
+        names = ", ".join(c.value for c in ChannelName)
+        raise InvalidInput(f"channel: '{value}' is not one of {names}", field="channel") from None
+
+
+def validate_relay(data: dict[str, object], previous: ChannelSetting | None) -> dict[str, object]:
+    """Check the `smtp` object of a channel update; a missing password keeps the stored one."""
+    host = data.get("host")
+    if not isinstance(host, str) or not host.strip():
+        raise InvalidInput("smtp.host: give the relay's host name", field="smtp.host")
+    host = check_header_text(host, field="smtp.host", max_len=253)
+    if any(c.isspace() or c in "/@:" for c in host.strip("[]")) and not host.startswith("["):
+        raise InvalidInput(f"smtp.host: '{host}' is not a host name", field="smtp.host")
+    security = str(data.get("security") or "starttls")
+    if security not in SECURITY_MODES:
+        raise InvalidInput(
+            f"smtp.security: use one of {', '.join(SECURITY_MODES)}", "smtp.security"
+        )
+    port = data.get("port") or (465 if security == "tls" else 587)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise InvalidInput("smtp.port: a number from 1 to 65535", field="smtp.port")
+    auth = str(data.get("auth") or "auto")
+    if auth not in AUTH_MODES:
+        raise InvalidInput(f"smtp.auth: use one of {', '.join(AUTH_MODES)}", field="smtp.auth")
+    username = data.get("username")
+    if username is not None and not isinstance(username, str):
+        raise InvalidInput("smtp.username: must be text", field="smtp.username")
+    password = data.get("password")
+    if password is not None and not isinstance(password, str):
+        raise InvalidInput("smtp.password: must be text", field="smtp.password")
+    for name, value in (("username", username), ("password", password)):
+        if value and any(c in value for c in "\r\n\x00"):
+            raise InvalidInput(f"smtp.{name}: line breaks are not allowed", field=f"smtp.{name}")
+    same_server = previous is not None and previous.smtp_host == host.strip()
+    return {
+        "host": host.strip(),
+        "port": port,
+        "security": security,
+        "username": username or None,
+        "password": password,
+        "keep_password": password is None and same_server,
+        "auth": auth,
+    }
+
+
+async def user_setting(db: AsyncSession, who: Principal) -> ChannelSetting | None:
+    return await db.scalar(
+        select(ChannelSetting).where(
+            ChannelSetting.org_id == who.org_id, ChannelSetting.user_id == who.user_id
+        )
+    )
+
+
+async def team_setting(db: AsyncSession, org_id: str) -> ChannelSetting | None:
+    return await db.scalar(
+        select(ChannelSetting).where(
+            ChannelSetting.org_id == org_id, ChannelSetting.user_id.is_(None)
+        )
+    )
+
+
+async def save_setting(
+    db: AsyncSession,
+    box: SecretBox,
+    org_id: str,
+    user_id: str | None,
+    channel: ChannelName,
+    relay: dict[str, object] | None,
+) -> ChannelSetting:
+    row = await db.scalar(
+        select(ChannelSetting).where(
+            ChannelSetting.org_id == org_id,
+            ChannelSetting.user_id.is_(None)
+            if user_id is None
+            else ChannelSetting.user_id == user_id,
+        )
+    )
+    if row is None:
+        row = ChannelSetting(org_id=org_id, user_id=user_id)
+        db.add(row)
+    row.channel = channel.value
+    row.attention = None
+    if relay is not None:
+        row.smtp_host = str(relay["host"])
+        row.smtp_port = int(relay["port"])  # type: ignore[call-overload]
+        row.smtp_security = str(relay["security"])
+        row.smtp_username = relay["username"]  # type: ignore[assignment]
+        row.smtp_auth = str(relay["auth"])
+        if relay["password"] is not None:
+            row.smtp_password_enc = box.encrypt(str(relay["password"]))
+        elif not relay["keep_password"]:
+            row.smtp_password_enc = None
+    elif channel is ChannelName.SMTP and row.smtp_host is None:
+        raise InvalidInput("smtp: give the relay's connection to use the smtp channel", "smtp")
+    await db.flush()
+    return row
+
+
+def relay_of(row: ChannelSetting, box: SecretBox) -> SmtpRelay:
+    if not row.smtp_host:
+        raise InvalidInput("smtp: no relay is configured", field="smtp")
+    return SmtpRelay(
+        host=row.smtp_host,
+        port=row.smtp_port or 587,
+        security=row.smtp_security or "starttls",
+        username=row.smtp_username,
+        password=box.decrypt(row.smtp_password_enc) if row.smtp_password_enc else None,
+        auth=row.smtp_auth or "auto",
+    )
+
+
+async def effective_setting(
+    db: AsyncSession, identity: Identity
+) -> tuple[ChannelName, ChannelSetting | None]:
+    """The channel an identity sends through: its own choice, else the user's, else the team's,
+    else managed. The returned setting row holds the relay when the channel is smtp."""
+    user_row = await db.scalar(
+        select(ChannelSetting).where(
+            ChannelSetting.org_id == identity.org_id, ChannelSetting.user_id == identity.user_id
+        )
+    )
+    team_row = await team_setting(db, identity.org_id)
+    if identity.channel:
+        chosen = ChannelName(identity.channel)
+        # an identity that names smtp uses the user's relay, falling back to the team's
+        for row in (user_row, team_row):
+            if row is not None and (chosen is not ChannelName.SMTP or row.smtp_host):
+                return chosen, row
+        return chosen, None
+    for row in (user_row, team_row):
+        if row is not None:
+            return ChannelName(row.channel), row
+    return ChannelName.MANAGED, None

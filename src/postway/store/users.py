@@ -1,0 +1,121 @@
+"""Organisations, users, API tokens and web sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postway.domain.addresses import normalize_address
+from postway.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from postway.security import hash_password, new_token, token_hash, verify_password
+from postway.store.models import ApiToken, Organisation, User, WebSession, utcnow
+
+SESSION_LIFETIME = timedelta(days=7)
+MIN_PASSWORD = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling; every query that touches user data is scoped by it."""
+
+    user_id: str
+    org_id: str
+    email: str
+    is_admin: bool
+
+
+def principal_of(user: User) -> Principal:
+    return Principal(user.id, user.org_id, user.email, user.is_admin)
+
+
+async def create_user(
+    db: AsyncSession, email: str, password: str, *, admin: bool = False, org_name: str | None = None
+) -> User:
+    """Create a user; the first user (or one naming a new org) founds an organisation."""
+    email = normalize_address(email, field="email").lower()
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"password: use at least {MIN_PASSWORD} characters", field="password")
+    if await db.scalar(select(User.id).where(User.email == email)):
+        raise Conflict(f"a user with the email {email} already exists")
+    org = None
+    if org_name is None:
+        org = await db.scalar(select(Organisation).order_by(Organisation.created_at).limit(1))
+    if org is None:
+        org = Organisation(name=org_name or email.split("@", 1)[1], blocked_domains=[])
+        db.add(org)
+        await db.flush()
+    user = User(org_id=org.id, email=email, password_hash=hash_password(password), is_admin=admin)
+    db.add(user)
+    await db.flush()
+    return user
+
+
+async def get_user_by_email(db: AsyncSession, email: str) -> User:
+    user = await db.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise NotFound(f"no user with the email {email}")
+    return user
+
+
+async def authenticate_password(db: AsyncSession, email: str, password: str) -> User:
+    user = await db.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None or not verify_password(user.password_hash, password):
+        raise AuthenticationFailed("wrong email or password")
+    return user
+
+
+async def create_token(db: AsyncSession, user: User, name: str = "") -> str:
+    token = new_token("pw")
+    db.add(ApiToken(user_id=user.id, token_hash=token_hash(token), name=name))
+    await db.flush()
+    return token
+
+
+async def user_for_token(db: AsyncSession, token: str) -> User:
+    row = await db.scalar(
+        select(ApiToken).where(
+            ApiToken.token_hash == token_hash(token), ApiToken.revoked_at.is_(None)
+        )
+    )
+    if row is None:
+        raise AuthenticationFailed("the bearer token is unknown or revoked")
+    user = await db.get(User, row.user_id)
+    if user is None:
+        raise AuthenticationFailed("the bearer token's user no longer exists")
+    row.last_used_at = utcnow()
+    return user
+
+
+async def create_web_session(db: AsyncSession, user: User) -> tuple[str, str]:
+    """Returns (session cookie value, CSRF token)."""
+    token = new_token("ws")
+    csrf = new_token("csrf")
+    db.add(
+        WebSession(
+            token_hash=token_hash(token),
+            user_id=user.id,
+            csrf_token=csrf,
+            expires_at=utcnow() + SESSION_LIFETIME,
+        )
+    )
+    await db.flush()
+    return token, csrf
+
+
+async def user_for_session(db: AsyncSession, token: str) -> tuple[User, str]:
+    row = await db.scalar(select(WebSession).where(WebSession.token_hash == token_hash(token)))
+    if row is None or row.expires_at < utcnow():
+        raise AuthenticationFailed("please log in")
+    user = await db.get(User, row.user_id)
+    if user is None:
+        raise AuthenticationFailed("please log in")
+    return user, row.csrf_token
+
+
+async def end_web_session(db: AsyncSession, token: str) -> None:
+    row = await db.scalar(select(WebSession).where(WebSession.token_hash == token_hash(token)))
+    if row is not None:
+        await db.delete(row)

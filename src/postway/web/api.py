@@ -1,0 +1,339 @@
+"""The REST API under /api/v1. Every route is authenticated and scoped to its caller."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
+
+from postway.channels.smtp import SmtpChannel, resolve_relay
+from postway.delivery.submit import AttachmentIn as SubmitAttachment
+from postway.delivery.submit import SendRequest, submit_message, submit_system_message
+from postway.domain.addresses import domain_of
+from postway.domain.channel_guide import explain
+from postway.domain.states import ChannelName
+from postway.errors import ChannelError, Conflict, InvalidInput, NotFound
+from postway.store import channel_settings as cs
+from postway.store import identities as ids
+from postway.store import messages as msgs
+from postway.store.models import Organisation, Suppression
+from postway.web.deps import Admin, Caller, RuntimeDep
+from postway.web.schemas import (
+    AcceptedDelivery,
+    AcceptedOut,
+    BlockedDomainsIn,
+    ChannelIn,
+    ChannelOut,
+    ConversationOut,
+    DeliveryOut,
+    EventOut,
+    IdentityIn,
+    IdentityOut,
+    IdentityPatch,
+    MessageOut,
+    Page,
+    RelayTestOut,
+    SendIn,
+    SmtpIn,
+    SuppressionOut,
+)
+
+router = APIRouter(prefix="/api/v1")
+Limit = Query(50, ge=1, le=500)
+Offset = Query(0, ge=0)
+
+
+def _next(offset: int, limit: int, total: int) -> int | None:
+    return offset + limit if offset + limit < total else None
+
+
+# --- identities ---------------------------------------------------------------------------
+
+
+@router.get("/identities", response_model=list[IdentityOut])
+async def list_identities(who: Caller, rt: RuntimeDep) -> list[IdentityOut]:
+    async with rt.db.session() as s, s.begin():
+        return [IdentityOut.of(r) for r in await ids.list_identities(s, who)]
+
+
+@router.post("/identities", response_model=IdentityOut, status_code=201)
+async def create_identity(body: IdentityIn, who: Caller, rt: RuntimeDep) -> IdentityOut:
+    async with rt.db.session() as s, s.begin():
+        row = await ids.create_identity(s, who, **body.model_dump())
+    return IdentityOut.of(row)
+
+
+@router.get("/identities/{identity_id}", response_model=IdentityOut)
+async def get_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> IdentityOut:
+    async with rt.db.session() as s, s.begin():
+        return IdentityOut.of(await ids.get_identity(s, who, identity_id))
+
+
+@router.patch("/identities/{identity_id}", response_model=IdentityOut)
+async def patch_identity(
+    identity_id: str, body: IdentityPatch, who: Caller, rt: RuntimeDep
+) -> IdentityOut:
+    async with rt.db.session() as s, s.begin():
+        row = await ids.update_identity(s, who, identity_id, body.model_dump(exclude_unset=True))
+    return IdentityOut.of(row)
+
+
+@router.delete("/identities/{identity_id}", status_code=204)
+async def delete_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> Response:
+    async with rt.db.session() as s, s.begin():
+        await ids.delete_identity(s, who, identity_id)
+    return Response(status_code=204)
+
+
+@router.post("/identities/{identity_id}/verify", status_code=202)
+async def send_verification(identity_id: str, who: Caller, rt: RuntimeDep) -> dict[str, str]:
+    """Mail a confirmation link to the identity's address (through Postway's own servers)."""
+    async with rt.db.session() as s, s.begin():
+        row, token = await ids.start_verification(s, who, identity_id)
+        link = f"{rt.public_url}/verify/{token}"
+        await submit_system_message(
+            s,
+            rt.settings,
+            org_id=who.org_id,
+            user_id=who.user_id,
+            to=row.email,
+            subject="Confirm your sending address",
+            text=(
+                f"Someone asked to send email as {row.name} <{row.email}> through Postway.\n\n"
+                f"If that was you, confirm the address by opening this link:\n\n{link}\n\n"
+                "If it was not you, ignore this message; nothing will be sent as you."
+            ),
+        )
+    rt.wake_worker()
+    return {"status": "sent", "email": row.email}
+
+
+# --- delivery channel -----------------------------------------------------------------------
+
+
+async def _channel_view(rt: RuntimeDep, who: Caller) -> ChannelOut:
+    async with rt.db.session() as s, s.begin():
+        row = await cs.user_setting(s, who)
+        source = "user"
+        if row is None:
+            row = await cs.team_setting(s, who.org_id)
+            source = "team" if row is not None else "default"
+    name = ChannelName(row.channel) if row else ChannelName.MANAGED
+    return ChannelOut.of(row, source, explain(name))
+
+
+@router.get("/delivery-channel", response_model=ChannelOut)
+async def get_channel(who: Caller, rt: RuntimeDep) -> ChannelOut:
+    return await _channel_view(rt, who)
+
+
+async def _save_channel(rt: RuntimeDep, body: ChannelIn, org_id: str, user_id: str | None) -> None:
+    channel = cs.parse_channel(body.channel)
+    if channel is ChannelName.GMAIL:
+        raise Conflict("connect a Gmail account before choosing the gmail channel")
+    async with rt.db.session() as s, s.begin():
+        if user_id is None:
+            previous = await cs.team_setting(s, org_id)
+        else:
+            previous = await s.scalar(
+                select(cs.ChannelSetting).where(
+                    cs.ChannelSetting.org_id == org_id, cs.ChannelSetting.user_id == user_id
+                )
+            )
+        relay = None
+        if body.smtp is not None:
+            relay = cs.validate_relay(body.smtp.model_dump(), previous)
+            try:
+                await resolve_relay(str(relay["host"]), 0, rt.settings.allow_private_relays)
+            except ChannelError as exc:
+                raise InvalidInput(f"smtp.host: {exc}", field="smtp.host") from exc
+        await cs.save_setting(s, rt.box, org_id, user_id, channel, relay)
+
+
+@router.put("/delivery-channel", response_model=ChannelOut)
+async def put_channel(body: ChannelIn, who: Caller, rt: RuntimeDep) -> ChannelOut:
+    await _save_channel(rt, body, who.org_id, who.user_id)
+    return await _channel_view(rt, who)
+
+
+@router.put("/team/delivery-channel", response_model=ChannelOut)
+async def put_team_channel(body: ChannelIn, who: Admin, rt: RuntimeDep) -> ChannelOut:
+    """The organisation's team channel, used by members who have not chosen their own."""
+    await _save_channel(rt, body, who.org_id, None)
+    async with rt.db.session() as s, s.begin():
+        row = await cs.team_setting(s, who.org_id)
+    name = ChannelName(row.channel) if row else ChannelName.MANAGED
+    return ChannelOut.of(row, "team", explain(name))
+
+
+@router.post("/delivery-channel/smtp/test", response_model=RelayTestOut)
+async def test_relay(who: Caller, rt: RuntimeDep, body: SmtpIn | None = None) -> RelayTestOut:
+    """Connect, negotiate TLS and authenticate; says which step failed, in words."""
+    async with rt.db.session() as s, s.begin():
+        row = await cs.user_setting(s, who)
+        if body is not None and body.host:
+            data = cs.validate_relay(body.model_dump(), row)
+            password = data["password"]
+            if password is None and data["keep_password"] and row and row.smtp_password_enc:
+                password = rt.box.decrypt(row.smtp_password_enc)
+            relay = cs.SmtpRelay(
+                host=str(data["host"]),
+                port=int(data["port"]),  # type: ignore[call-overload]
+                security=str(data["security"]),
+                username=data["username"],  # type: ignore[arg-type]
+                password=password,  # type: ignore[arg-type]
+                auth=str(data["auth"]),
+            )
+        elif row is not None and row.smtp_host:
+            relay = cs.relay_of(row, rt.box)
+        else:
+            raise InvalidInput("smtp: no relay is configured; give one to test", field="smtp")
+    result = await SmtpChannel(relay, rt.settings).check()
+    return RelayTestOut(ok=result.ok, step=result.step, message=result.message)
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+@router.post("/messages", response_model=AcceptedOut, status_code=202)
+async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut:
+    req = SendRequest(
+        identity_id=body.identity_id,
+        to=body.to,
+        cc=body.cc,
+        bcc=body.bcc,
+        subject=body.subject,
+        text=body.text,
+        html=body.html,
+        attachments=[SubmitAttachment(**a.model_dump()) for a in body.attachments],
+    )
+    async with rt.db.session() as s, s.begin():
+        message, deliveries = await submit_message(s, rt.settings, who, req)
+    # committed: from here on the message is durable
+    rt.wake_worker()
+    return AcceptedOut(
+        id=message.id,
+        message_id_header=message.message_id_header,
+        deliveries=[
+            AcceptedDelivery(id=d.id, recipient=d.recipient, state=d.state) for d in deliveries
+        ],
+    )
+
+
+@router.get("/messages", response_model=Page)
+async def list_messages(
+    who: Caller, rt: RuntimeDep, limit: int = Limit, offset: int = Offset
+) -> Page:
+    async with rt.db.session() as s, s.begin():
+        rows, total = await msgs.list_messages(s, who, limit, offset)
+        items = []
+        for m in rows:
+            items.append(MessageOut.of(m, await msgs.deliveries_of(s, m.id), {}))
+    return Page(items=items, total=total, next_offset=_next(offset, limit, total))
+
+
+@router.get("/messages/{message_id}", response_model=MessageOut)
+async def get_message(message_id: str, who: Caller, rt: RuntimeDep) -> MessageOut:
+    async with rt.db.session() as s, s.begin():
+        m = await msgs.get_message(s, who, message_id)
+        deliveries = await msgs.deliveries_of(s, m.id)
+        events = await msgs.events_of(s, [d.id for d in deliveries])
+    return MessageOut.of(m, deliveries, events)
+
+
+@router.get("/messages/{message_id}/events", response_model=list[EventOut])
+async def message_events(message_id: str, who: Caller, rt: RuntimeDep) -> list[EventOut]:
+    async with rt.db.session() as s, s.begin():
+        m = await msgs.get_message(s, who, message_id)
+        deliveries = await msgs.deliveries_of(s, m.id)
+        events = await msgs.events_of(s, [d.id for d in deliveries])
+    flat = sorted((e for es in events.values() for e in es), key=lambda e: e.id)
+    return [EventOut.of(e) for e in flat]
+
+
+# --- conversations and failures -------------------------------------------------------------
+
+
+@router.get("/conversations", response_model=Page)
+async def list_conversations(
+    who: Caller, rt: RuntimeDep, limit: int = Limit, offset: int = Offset
+) -> Page:
+    async with rt.db.session() as s, s.begin():
+        rows, total = await msgs.conversations(s, who, limit, offset)
+    items = [ConversationOut(**r) for r in rows]  # type: ignore[arg-type]
+    return Page(items=items, total=total, next_offset=_next(offset, limit, total))
+
+
+@router.get("/conversations/{address}", response_model=list[DeliveryOut])
+async def get_conversation(address: str, who: Caller, rt: RuntimeDep) -> list[DeliveryOut]:
+    async with rt.db.session() as s, s.begin():
+        rows = await msgs.conversation(s, who, address)
+    return [DeliveryOut.of(d) for d, _ in rows]
+
+
+@router.get("/failed-deliveries", response_model=Page)
+async def list_failed(
+    who: Caller, rt: RuntimeDep, limit: int = Limit, offset: int = Offset
+) -> Page:
+    async with rt.db.session() as s, s.begin():
+        rows, total = await msgs.failed_deliveries(s, who, limit, offset)
+    items = [{**DeliveryOut.of(d).model_dump(mode="json"), "subject": m.subject} for d, m in rows]
+    return Page(items=items, total=total, next_offset=_next(offset, limit, total))
+
+
+# --- organisation rules (admin) -------------------------------------------------------------
+
+
+@router.get("/suppressions", response_model=list[SuppressionOut])
+async def list_suppressions(who: Admin, rt: RuntimeDep) -> list[SuppressionOut]:
+    async with rt.db.session() as s, s.begin():
+        rows = await s.scalars(
+            select(Suppression)
+            .where(Suppression.org_id == who.org_id)
+            .order_by(Suppression.created_at.desc())
+        )
+        return [
+            SuppressionOut(
+                address=r.address,
+                reason=r.reason,
+                created_at=r.created_at,
+                source_delivery_id=r.source_delivery_id,
+            )
+            for r in rows
+        ]
+
+
+@router.delete("/suppressions/{address}", status_code=204)
+async def lift_suppression(address: str, who: Admin, rt: RuntimeDep) -> Response:
+    async with rt.db.session() as s, s.begin():
+        row = await s.scalar(
+            select(Suppression).where(
+                Suppression.org_id == who.org_id, Suppression.address == address.lower()
+            )
+        )
+        if row is None:
+            raise NotFound(f"{address} is not suppressed")
+        await s.delete(row)
+    return Response(status_code=204)
+
+
+@router.get("/blocked-domains", response_model=BlockedDomainsIn)
+async def get_blocked(who: Caller, rt: RuntimeDep) -> BlockedDomainsIn:
+    async with rt.db.session() as s, s.begin():
+        org = await s.get(Organisation, who.org_id)
+        return BlockedDomainsIn(domains=list(org.blocked_domains or []) if org else [])
+
+
+@router.put("/blocked-domains", response_model=BlockedDomainsIn)
+async def put_blocked(body: BlockedDomainsIn, who: Admin, rt: RuntimeDep) -> BlockedDomainsIn:
+    cleaned = []
+    for i, d in enumerate(body.domains):
+        try:
+            cleaned.append(domain_of("x@" + d.strip().lstrip("@")))
+        except InvalidInput as exc:
+            raise InvalidInput(f"domains[{i}]: '{d}' is not a domain name", "domains") from exc
+    async with rt.db.session() as s, s.begin():
+        org = await s.get(Organisation, who.org_id)
+        if org is None:
+            raise NotFound("organisation not found")
+        org.blocked_domains = sorted(set(cleaned))
+    return BlockedDomainsIn(domains=sorted(set(cleaned)))

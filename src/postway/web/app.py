@@ -1,0 +1,76 @@
+"""The FastAPI application: JSON API, web pages, health and metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from postway import __version__
+from postway.errors import PostwayError
+from postway.runtime import Runtime
+from postway.web import api, pages
+from postway.web.deps import error_response
+
+
+def _field(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Postway",
+        version=__version__,
+        description="Self-hosted delivery layer for sales email.",
+    )
+    app.state.runtime = rt
+    # base64 inflates attachments by a third; allow for it plus JSON overhead
+    body_limit = int(rt.settings.max_message_bytes * 1.4) + 1024 * 1024
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > body_limit:
+            return JSONResponse(
+                {"error": f"request body over the limit of {body_limit} bytes"}, status_code=413
+            )
+        return await call_next(request)
+
+    @app.exception_handler(PostwayError)
+    async def on_error(request: Request, exc: PostwayError) -> Response:
+        if request.url.path.startswith("/api/") or not isinstance(exc, PostwayError):
+            return error_response(exc)
+        return await pages.error_page(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            msg = f"the body is not valid JSON: {first.get('ctx', {}).get('error', '')}".strip()
+            return JSONResponse({"error": msg}, status_code=400)
+        field = _field(tuple(first.get("loc", ())))
+        msg = f"{field}: {first.get('msg', 'invalid value')}"
+        if first.get("type") == "extra_forbidden":
+            msg = f"{field}: unknown field"
+        detail = [
+            {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg")} for e in errors
+        ]
+        return JSONResponse(
+            json.loads(json.dumps({"error": msg, "field": field, "errors": detail}, default=str)),
+            status_code=400,
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    return app

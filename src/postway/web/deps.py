@@ -1,0 +1,81 @@
+"""Request plumbing: the runtime, the caller, and mapping Postway errors to HTTP answers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+
+from postway.errors import (
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PostwayError,
+    TooLarge,
+)
+from postway.runtime import Runtime
+from postway.store.users import Principal, principal_of, user_for_session, user_for_token
+
+SESSION_COOKIE = "postway_session"
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+async def api_caller(request: Request, rt: RuntimeDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("send an API token: 'Authorization: Bearer <token>'")
+    async with rt.db.session() as s, s.begin():
+        user = await user_for_token(s, token.strip())
+        return principal_of(user)
+
+
+Caller = Annotated[Principal, Depends(api_caller)]
+
+
+async def admin_caller(who: Caller) -> Principal:
+    if not who.is_admin:
+        raise Forbidden("this needs an administrator of your organisation")
+    return who
+
+
+Admin = Annotated[Principal, Depends(admin_caller)]
+
+
+async def page_caller(request: Request, rt: RuntimeDep) -> tuple[Principal, str]:
+    """The logged-in user of a web page and the CSRF token for its forms."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise AuthenticationFailed("please log in")
+    async with rt.db.session() as s, s.begin():
+        user, csrf = await user_for_session(s, token)
+        return principal_of(user), csrf
+
+
+STATUS = [
+    (AuthenticationFailed, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (TooLarge, 413),
+    (InvalidInput, 400),
+]
+
+
+def error_response(exc: PostwayError) -> JSONResponse:
+    code = next((c for kind, c in STATUS if isinstance(exc, kind)), 500)
+    body: dict[str, object] = {"error": str(exc)}
+    field = getattr(exc, "field", None)
+    if field:
+        body["field"] = field
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    return JSONResponse(body, status_code=code, headers=headers)

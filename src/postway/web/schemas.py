@@ -1,0 +1,247 @@
+"""JSON shapes of the REST API. Field rules live in `domain/`; these only shape the data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from postway.store.models import ChannelSetting, Delivery, DeliveryEvent, Identity, Message
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IdentityIn(Strict):
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=320)
+    reply_to: str | None = Field(None, max_length=320)
+    signature: str | None = None
+    channel: str | None = None
+
+
+class IdentityPatch(Strict):
+    name: str | None = Field(None, max_length=200)
+    reply_to: str | None = Field(None, max_length=320)
+    signature: str | None = None
+    channel: str | None = None
+
+
+class IdentityOut(BaseModel):
+    id: str
+    name: str
+    email: str
+    reply_to: str | None
+    signature: str | None
+    channel: str | None
+    verified: bool
+    verified_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Identity) -> IdentityOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            email=row.email,
+            reply_to=row.reply_to,
+            signature=row.signature,
+            channel=row.channel,
+            verified=row.verified_at is not None,
+            verified_at=row.verified_at,
+            created_at=row.created_at,
+        )
+
+
+class SmtpIn(Strict):
+    host: str | None = None
+    port: int | None = None
+    security: str | None = None
+    username: str | None = None
+    password: str | None = None
+    auth: str | None = None
+
+
+class ChannelIn(Strict):
+    channel: str
+    smtp: SmtpIn | None = None
+
+
+class SmtpOut(BaseModel):
+    host: str | None
+    port: int | None
+    security: str | None
+    username: str | None
+    auth: str | None
+    password_set: bool
+
+
+class ChannelOut(BaseModel):
+    channel: str
+    source: str  # "user", "team" or "default"
+    smtp: SmtpOut | None
+    attention: str | None
+    explanation: str
+
+    @classmethod
+    def of(cls, row: ChannelSetting | None, source: str, explanation: str) -> ChannelOut:
+        smtp = None
+        if row is not None and row.smtp_host:
+            smtp = SmtpOut(
+                host=row.smtp_host,
+                port=row.smtp_port,
+                security=row.smtp_security,
+                username=row.smtp_username,
+                auth=row.smtp_auth,
+                password_set=bool(row.smtp_password_enc),
+            )
+        return cls(
+            channel=row.channel if row else "managed",
+            source=source,
+            smtp=smtp,
+            attention=row.attention if row else None,
+            explanation=explanation,
+        )
+
+
+class RelayTestOut(BaseModel):
+    ok: bool
+    step: str
+    message: str
+
+
+class AttachmentIn(Strict):
+    filename: str = Field(max_length=255)
+    content_type: str = Field("application/octet-stream", max_length=255)
+    content_base64: str
+
+
+class SendIn(Strict):
+    identity_id: str
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[AttachmentIn] = Field(default_factory=list)
+
+
+class EventOut(BaseModel):
+    type: str
+    state: str
+    at: datetime
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: DeliveryEvent) -> EventOut:
+        return cls(type=e.type, state=e.state, at=e.created_at, detail=e.detail or {})
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    message_id: str
+    recipient: str
+    kind: str
+    channel: str
+    state: str
+    reason: str | None
+    status: str | None
+    reply_code: int | None
+    diagnostic: str | None
+    remote_mta: str | None
+    hard: bool | None
+    attempts: int
+    next_attempt_at: datetime | None
+    updated_at: datetime
+    events: list[EventOut] | None = None
+
+    @classmethod
+    def of(cls, d: Delivery, events: list[DeliveryEvent] | None = None) -> DeliveryOut:
+        return cls(
+            id=d.id,
+            message_id=d.message_id,
+            recipient=d.recipient,
+            kind=d.kind,
+            channel=d.channel,
+            state=d.state,
+            reason=d.reason,
+            status=d.status,
+            reply_code=d.reply_code,
+            diagnostic=d.diagnostic,
+            remote_mta=d.remote_mta,
+            hard=d.hard,
+            attempts=d.attempts,
+            next_attempt_at=d.due_at if d.state in ("queued", "deferred") else None,
+            updated_at=d.updated_at,
+            events=[EventOut.of(e) for e in events] if events is not None else None,
+        )
+
+
+class AcceptedDelivery(BaseModel):
+    id: str
+    recipient: str
+    state: str
+
+
+class AcceptedOut(BaseModel):
+    id: str
+    message_id_header: str
+    deliveries: list[AcceptedDelivery]
+
+
+class MessageOut(BaseModel):
+    id: str
+    identity_id: str | None
+    from_address: str
+    subject: str
+    channel: str
+    message_id_header: str
+    size: int
+    created_at: datetime
+    deliveries: list[DeliveryOut]
+
+    @classmethod
+    def of(
+        cls, m: Message, deliveries: list[Delivery], events: dict[str, list[DeliveryEvent]]
+    ) -> MessageOut:
+        return cls(
+            id=m.id,
+            identity_id=m.identity_id,
+            from_address=m.from_address,
+            subject=m.subject,
+            channel=m.channel,
+            message_id_header=m.message_id_header,
+            size=m.size,
+            created_at=m.created_at,
+            deliveries=[DeliveryOut.of(d, events.get(d.id, [])) for d in deliveries],
+        )
+
+
+class Page(BaseModel):
+    items: list[Any]
+    total: int
+    next_offset: int | None
+
+
+class ConversationOut(BaseModel):
+    recipient: str
+    messages: int
+    last_subject: str
+    last_message_id: str
+    last_at: datetime
+    latest_state: str
+    latest_reason: str | None
+
+
+class SuppressionOut(BaseModel):
+    address: str
+    reason: str
+    created_at: datetime
+    source_delivery_id: str | None
+
+
+class BlockedDomainsIn(Strict):
+    domains: list[str]
