@@ -29,7 +29,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
 
 
-def make_settings(tmp_path: Path, database_url: str, tls_peer: TLSPeer, **extra: object) -> Settings:
+def make_settings(
+    tmp_path: Path, database_url: str, tls_peer: TLSPeer, **extra: object
+) -> Settings:
     values: dict[str, object] = {
         "data_dir": tmp_path / "data",
         "database_url": database_url,

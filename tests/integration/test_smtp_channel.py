@@ -128,12 +128,19 @@ async def test_send_through_relay_records_per_recipient_outcomes(env, smtp_serve
 
 
 async def test_deferred_then_sent_on_retry(env, smtp_server, tls_peer):
-    srv = await relay(smtp_server, tls_peer, rcpt_replies={"bob@client.example": "451 4.7.1 Greylisted"})
+    srv = await relay(
+        smtp_server, tls_peer, rcpt_replies={"bob@client.example": "451 4.7.1 Greylisted"}
+    )
     acct = await env.account("ada@acme.example")
     identity_id = await setup_sender(acct, srv)
     r = await acct.client.post(
         "/api/v1/messages",
-        json={"identity_id": identity_id, "to": ["bob@client.example"], "subject": "Hi", "text": "x"},
+        json={
+            "identity_id": identity_id,
+            "to": ["bob@client.example"],
+            "subject": "Hi",
+            "text": "x",
+        },
     )
     message_id = r.json()["id"]
     await env.rt.worker.run_once()
@@ -153,7 +160,12 @@ async def test_disconnect_mid_data_defers(env, smtp_server, tls_peer):
     identity_id = await setup_sender(acct, srv)
     r = await acct.client.post(
         "/api/v1/messages",
-        json={"identity_id": identity_id, "to": ["bob@client.example"], "text": "x", "subject": "s"},
+        json={
+            "identity_id": identity_id,
+            "to": ["bob@client.example"],
+            "text": "x",
+            "subject": "s",
+        },
     )
     await env.rt.worker.run_once()
     d = (await acct.client.get(f"/api/v1/messages/{r.json()['id']}")).json()["deliveries"][0]
@@ -167,12 +179,18 @@ async def test_disconnect_mid_data_defers(env, smtp_server, tls_peer):
 
 
 async def test_data_rejected_fails_all_accepted(env, smtp_server, tls_peer):
-    srv = await relay(smtp_server, tls_peer, data_reply="554 5.7.1 Message content rejected as spam")
+    srv = await relay(
+        smtp_server, tls_peer, data_reply="554 5.7.1 Message content rejected as spam"
+    )
     acct = await env.account("ada@acme.example")
     identity_id = await setup_sender(acct, srv)
     r = await acct.client.post(
         "/api/v1/messages",
-        json={"identity_id": identity_id, "to": ["a@client.example", "b@client.example"], "text": "x"},
+        json={
+            "identity_id": identity_id,
+            "to": ["a@client.example", "b@client.example"],
+            "text": "x",
+        },
     )
     await env.drain()
     ds = (await acct.client.get(f"/api/v1/messages/{r.json()['id']}")).json()["deliveries"]

@@ -1,0 +1,3 @@
+from postway.cli import main
+
+main()
