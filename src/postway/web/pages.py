@@ -1,59 +1,85 @@
-"""Server-rendered web pages (Jinja2): login, the identity confirmation link, and the app."""
+"""Server-rendered web pages (Jinja2): login, the identity confirmation link, conversations,
+failed deliveries, a message's history, and compose. Identities and the delivery channel
+live in `pages_settings`; shared plumbing in `page_kit`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from postway.errors import AuthenticationFailed, NotFound, PostwayError
-from postway.store.identities import confirm_verification
+from postway.delivery.submit import SendRequest, submit_message
+from postway.errors import AuthenticationFailed, Forbidden, NotFound, PostwayError
+from postway.store import messages as msgs
+from postway.store.channel_settings import effective_setting
+from postway.store.identities import confirm_verification, list_identities
 from postway.store.users import (
     Principal,
     authenticate_password,
     create_web_session,
     end_web_session,
 )
-from postway.web.deps import SESSION_COOKIE, RuntimeDep, page_caller
+from postway.web import pages_settings
+from postway.web.channel_choice import current_channel
+from postway.web.deps import SESSION_COOKIE, RuntimeDep
+from postway.web.page_kit import (
+    PAGE_SIZE,
+    FormUser,
+    PageUser,
+    error_words,
+    page_number,
+    pages_of,
+    redirect,
+    render,
+    split_addresses,
+)
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+STATIC = Path(__file__).parent / "static"
 router = APIRouter(include_in_schema=False)
-PageUser = Annotated[tuple[Principal, str], Depends(page_caller)]
 
-
-def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, ctx, status_code=status)
+__all__ = ["error_page", "render", "router"]
 
 
 async def error_page(request: Request, exc: PostwayError) -> Response:
     if isinstance(exc, AuthenticationFailed):
         return RedirectResponse("/login", status_code=303)
-    status = 404 if isinstance(exc, NotFound) else 400
+    status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, Forbidden) else 400
     return render(request, "error.html", status=status, message=str(exc))
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> FileResponse:
+    # Served here because the app mounts no static directory; only files directly inside it.
+    path = (STATIC / name).resolve()
+    if path.parent != STATIC.resolve() or not path.is_file():
+        raise NotFound(f"no file {name}")
+    return FileResponse(path, headers={"Cache-Control": "max-age=300"})
+
+
+# --- session --------------------------------------------------------------------------------
 
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request) -> HTMLResponse:
-    return render(request, "login.html", error=None)
+    return render(request, "login.html", error=None, email="")
 
 
 @router.post("/login", response_model=None)
 async def login(
     request: Request,
     rt: RuntimeDep,
-    email: Annotated[str, Form()],
-    password: Annotated[str, Form()],
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
 ) -> Response:
     try:
         async with rt.db.session() as s, s.begin():
             user = await authenticate_password(s, email, password)
             token, _ = await create_web_session(s, user)
     except AuthenticationFailed as exc:
-        return render(request, "login.html", status=401, error=str(exc))
-    resp = RedirectResponse("/", status_code=303)
+        return render(request, "login.html", status=401, error=str(exc), email=email)
+    resp = RedirectResponse("/conversations", status_code=303)
     resp.set_cookie(
         SESSION_COOKIE,
         token,
@@ -66,7 +92,7 @@ async def login(
 
 
 @router.post("/logout")
-async def logout(request: Request, rt: RuntimeDep) -> RedirectResponse:
+async def logout(request: Request, rt: RuntimeDep, user: FormUser) -> RedirectResponse:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         async with rt.db.session() as s, s.begin():
@@ -83,7 +109,179 @@ async def verify(request: Request, token: str, rt: RuntimeDep) -> HTMLResponse:
     return render(request, "verified.html", identity=identity)
 
 
-@router.get("/", response_class=HTMLResponse)
-async def home(request: Request, user: PageUser) -> HTMLResponse:
+@router.get("/")
+async def home(user: PageUser) -> RedirectResponse:
+    return RedirectResponse("/conversations", status_code=303)
+
+
+# --- conversations, failed deliveries, messages --------------------------------------------
+
+
+@router.get("/conversations", response_class=HTMLResponse)
+async def conversations(
+    request: Request, user: PageUser, rt: RuntimeDep, tab: str = "", page: str = ""
+) -> HTMLResponse:
     who, csrf = user
-    return render(request, "home.html", who=who, csrf=csrf)
+    number = page_number(page)
+    offset = (number - 1) * PAGE_SIZE
+    failed_tab = tab == "failed"
+    async with rt.db.session() as s, s.begin():
+        if failed_tab:
+            failures, total = await msgs.failed_deliveries(s, who, PAGE_SIZE, offset)
+            failed_total = total
+            rows: list[dict[str, object]] = []
+        else:
+            rows, total = await msgs.conversations(s, who, PAGE_SIZE, offset)
+            failures = []
+            _, failed_total = await msgs.failed_deliveries(s, who, 1, 0)
+    view = await current_channel(rt, who)
+    return render(
+        request,
+        "conversations.html",
+        who=who,
+        csrf=csrf,
+        nav="conversations",
+        tab="failed" if failed_tab else "all",
+        rows=rows,
+        failures=failures,
+        total=total,
+        failed_total=failed_total,
+        page=number,
+        pages=pages_of(total),
+        attention=view.setting.attention if view.setting else None,
+    )
+
+
+@router.get("/conversations/{address}", response_class=HTMLResponse)
+async def conversation(
+    request: Request, address: str, user: PageUser, rt: RuntimeDep
+) -> HTMLResponse:
+    who, csrf = user
+    async with rt.db.session() as s, s.begin():
+        rows = await msgs.conversation(s, who, address)
+    return render(
+        request,
+        "conversation.html",
+        who=who,
+        csrf=csrf,
+        nav="conversations",
+        address=rows[0][0].recipient,
+        rows=rows,
+    )
+
+
+@router.get("/messages/{message_id}", response_class=HTMLResponse)
+async def message(
+    request: Request, message_id: str, user: PageUser, rt: RuntimeDep
+) -> HTMLResponse:
+    who, csrf = user
+    async with rt.db.session() as s, s.begin():
+        m = await msgs.get_message(s, who, message_id)
+        deliveries = await msgs.deliveries_of(s, m.id)
+        events = await msgs.events_of(s, [d.id for d in deliveries])
+    pending = any(d.state in ("queued", "deferred") for d in deliveries)
+    return render(
+        request,
+        "message.html",
+        who=who,
+        csrf=csrf,
+        nav="conversations",
+        m=m,
+        deliveries=deliveries,
+        events=events,
+        # reload while the first attempt is under way; deferred mail may wait for hours
+        refresh=any(d.state == "queued" for d in deliveries),
+        pending=pending,
+    )
+
+
+# --- compose --------------------------------------------------------------------------------
+
+
+async def _compose_page(
+    request: Request,
+    rt: RuntimeDep,
+    user: tuple[Principal, str],
+    *,
+    form: dict[str, str],
+    error: str | None = None,
+    error_field: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    who, csrf = user
+    async with rt.db.session() as s, s.begin():
+        identities = await list_identities(s, who)
+        # which channel each identity would send through, so the rep sees it before sending
+        channels = {i.id: (await effective_setting(s, i))[0].value for i in identities}
+    return render(
+        request,
+        "compose.html",
+        status=status,
+        who=who,
+        csrf=csrf,
+        nav="compose",
+        identities=identities,
+        channels=channels,
+        form=form,
+        error=error,
+        error_field=error_field,
+    )
+
+
+@router.get("/compose", response_class=HTMLResponse)
+async def compose_form(
+    request: Request, user: PageUser, rt: RuntimeDep, to: str = ""
+) -> HTMLResponse:
+    return await _compose_page(request, rt, user, form={"to": to})
+
+
+@router.post("/compose", response_model=None)
+async def compose(
+    request: Request,
+    user: FormUser,
+    rt: RuntimeDep,
+    identity_id: Annotated[str, Form()] = "",
+    to: Annotated[str, Form()] = "",
+    cc: Annotated[str, Form()] = "",
+    bcc: Annotated[str, Form()] = "",
+    subject: Annotated[str, Form()] = "",
+    text: Annotated[str, Form()] = "",
+) -> Response:
+    who, _ = user
+    form = {"identity_id": identity_id, "to": to, "cc": cc, "bcc": bcc, "subject": subject}
+    form["text"] = text
+    if not identity_id:
+        return await _compose_page(
+            request,
+            rt,
+            user,
+            form=form,
+            status=400,
+            error_field="identity_id",
+            error="From: choose the identity to send as (add one under Identities first).",
+        )
+    req = SendRequest(
+        identity_id=identity_id,
+        to=split_addresses(to),
+        cc=split_addresses(cc),
+        bcc=split_addresses(bcc),
+        subject=subject.strip(),
+        text=text or None,
+    )
+    try:
+        async with rt.db.session() as s, s.begin():
+            m, deliveries = await submit_message(s, rt.settings, who, req)
+    except PostwayError as exc:
+        field, words = error_words(exc)
+        return await _compose_page(
+            request, rt, user, form=form, status=400, error=words, error_field=field
+        )
+    # committed: the message is durable now, so the worker may pick it up
+    rt.wake_worker()
+    count = len(deliveries)
+    return redirect(
+        f"/messages/{m.id}", f"Queued for {count} recipient{'s' if count != 1 else ''}."
+    )
+
+
+router.include_router(pages_settings.router)
