@@ -73,6 +73,8 @@ class Organisation(Base):
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     blocked_domains: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # {"batch_size": 25, "wait_seconds": 45, "daily_cap": 2000, "per_minute": 30}; empty: none
+    throttle: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -221,3 +223,24 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(64))
     source_delivery_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BounceMessage(Base):
+    """A message received by the bounce intake, stored raw before it is parsed, so a parse
+    failure loses nothing; `status` says what processing made of it."""
+
+    __tablename__ = "bounce_messages"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    mail_from: Mapped[str] = mapped_column(String(320), default="")
+    rcpt_to: Mapped[str] = mapped_column(String(320))
+    peer: Mapped[str] = mapped_column(String(64), default="")
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    # received, processed, ignored (not a bounce), unmatched (token did not verify), failed
+    status: Mapped[str] = mapped_column(String(16), default="received", index=True)
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivery_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    org_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 19:52:50.049254
+Create Date: 2026-11-28
 """
 
 from __future__ import annotations
