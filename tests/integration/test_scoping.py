@@ -93,6 +93,8 @@ async def test_requests_without_valid_token_are_refused(env):
         ("DELETE", "/api/v1/suppressions/a@b.example"),
         ("GET", "/api/v1/blocked-domains"),
         ("PUT", "/api/v1/blocked-domains"),
+        ("GET", "/api/v1/throttle"),
+        ("PUT", "/api/v1/throttle"),
     ]
     for method, path in paths:
         for headers in (
@@ -120,6 +122,8 @@ async def test_admin_endpoints_need_admin(env, tls_peer: TLSPeer):
     r = await rep.client.put("/api/v1/blocked-domains", json={"domains": ["x.example"]})
     assert r.status_code == 403
     r = await rep.client.put("/api/v1/team/delivery-channel", json={"channel": "managed"})
+    assert r.status_code == 403
+    r = await rep.client.put("/api/v1/throttle", json={"batch_size": 1})
     assert r.status_code == 403
     r = await admin.client.put("/api/v1/blocked-domains", json={"domains": ["Rival.example"]})
     assert r.status_code == 200 and r.json()["domains"] == ["rival.example"]

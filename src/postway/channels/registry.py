@@ -11,6 +11,7 @@ from postway.channels.base import Channel
 from postway.channels.smtp import SmtpChannel
 from postway.config import Settings
 from postway.domain.states import ChannelName
+from postway.domain.throttle import Limits, provider_limits
 from postway.errors import ChannelError
 from postway.security import SecretBox
 from postway.store.channel_settings import effective_setting, relay_of
@@ -21,6 +22,7 @@ from postway.store.models import Identity, Message
 class Route:
     channel: Channel
     setting_id: str | None  # the settings row to flag when the channel needs attention
+    provider_limits: Limits = Limits()  # the provider's published per-mailbox limits
 
 
 class ChannelRegistry:
@@ -55,7 +57,10 @@ class ChannelRegistry:
             _, row = await effective_setting(db, identity)
             if row is None or not row.smtp_host:
                 raise ChannelError("no SMTP relay is configured for this sender")
-            return Route(SmtpChannel(relay_of(row, self.box), self.settings), row.id)
+            relay = relay_of(row, self.box)
+            return Route(
+                SmtpChannel(relay, self.settings), row.id, provider_limits(name.value, relay.host)
+            )
         raise ChannelError(f"the {name.value} channel is not connected")
 
     async def aclose(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postway.channels.base import Outcome
 from postway.delivery import queue
 from postway.delivery.retry import RetryPolicy, next_attempt
-from postway.domain.states import REASON_EXPIRED, DeliveryState
+from postway.domain.states import REASON_EXPIRED, REASON_THROTTLED, DeliveryState
 from postway.store.db import Database
 from postway.store.events import append_event
 from postway.store.models import ChannelSetting, Delivery, DeliveryEvent, Suppression, utcnow
@@ -92,6 +92,14 @@ def _finish(s: AsyncSession, d: Delivery, o: Outcome, now: datetime) -> None:
 async def _defer(
     s: AsyncSession, d: Delivery, o: Outcome, policy: RetryPolicy, now: datetime
 ) -> None:
+    if o.reason == REASON_THROTTLED:
+        # Not an attempt and not subject to the queue lifetime: the mail waits for its window.
+        d.attempts = max(d.attempts - 1, 0)
+        d.due_at = now + timedelta(seconds=o.retry_after or 0.0)
+        d.lease_owner = None
+        d.updated_at = now
+        append_event(s, d, "throttled", next_attempt_at=d.due_at.isoformat(), note=o.diagnostic)
+        return
     unknown = o.detail.get("outcome") == UNKNOWN
     if unknown and await _had_unknown(s, d.id):
         # Retried once already: a second blind resend risks a third copy; stop here.

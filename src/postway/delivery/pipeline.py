@@ -1,6 +1,7 @@
 """The delivery pipeline: claimed deliveries pass named steps, then the outcome is recorded.
 
-    check suppression -> check blocked domain -> resolve route -> deliver -> record outcome
+    check suppression -> check blocked domain -> resolve route -> check throttle -> deliver
+    -> record outcome
 
 Each check is a small function that returns an `Outcome` when it decides a recipient's fate
 without sending, or None to let it pass. Channels only deliver; everything else is here, once.
@@ -13,6 +14,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,11 +28,14 @@ from postway.domain.states import (
     REASON_BLOCKED_DOMAIN,
     REASON_CHANNEL_ERROR,
     REASON_SUPPRESSED,
+    REASON_THROTTLED,
     DeliveryState,
 )
+from postway.domain.throttle import Limits, parse_limits
 from postway.errors import ChannelError
 from postway.store.db import Database
-from postway.store.models import Delivery, Message, Organisation, Suppression
+from postway.store.models import Delivery, Message, Organisation, Suppression, utcnow
+from postway.store.throttle import reserve
 
 log = logging.getLogger("postway.delivery")
 
@@ -60,6 +65,22 @@ def check_blocked_domain(delivery: Delivery, blocked: Iterable[str]) -> Outcome 
                 diagnostic=f"{entry} is on your organisation's list of blocked domains",
             )
     return None
+
+
+def throttled(deliveries: list[Delivery], retry_at: datetime, now: datetime) -> list[Outcome]:
+    wait = max((retry_at - now).total_seconds(), 0.0)
+    return [
+        Outcome(
+            d.id,
+            d.recipient,
+            DeliveryState.DEFERRED,
+            reason=REASON_THROTTLED,
+            retry_after=wait,
+            diagnostic="sending limit reached for this mailbox; "
+            f"next window at {retry_at:%H:%M:%S} UTC",
+        )
+        for d in deliveries
+    ]
 
 
 async def suppressed_among(db: AsyncSession, org_id: str, addresses: list[str]) -> set[str]:
@@ -112,6 +133,7 @@ class Pipeline:
                 raise RuntimeError(f"delivery points at missing message {message_id}")
             org = await s.get(Organisation, message.org_id)
             blocked = list(org.blocked_domains or []) if org else []
+            org_limits = parse_limits(org.throttle) if org and org.throttle else Limits()
             suppressed = await suppressed_among(
                 s, message.org_id, [d.recipient for d in deliveries]
             )
@@ -128,6 +150,11 @@ class Pipeline:
                 outcomes.append(decided)
             else:
                 pending.append(d)
+        if pending and route is not None:
+            pending, waiting = await self._check_throttle(
+                message, pending, org_limits.tightened(route.provider_limits)
+            )
+            outcomes.extend(waiting)
         if pending:
             outcomes.extend(await self._deliver(message, pending, route, route_error))
         await record_outcomes(
@@ -138,6 +165,28 @@ class Pipeline:
             setting_id=route.setting_id if route else None,
             suppress_hard=True,
         )
+
+    async def _check_throttle(
+        self, message: Message, pending: list[Delivery], limits: Limits
+    ) -> tuple[list[Delivery], list[Outcome]]:
+        """Split `pending` into those the mailbox's allowance lets go now and those that wait."""
+        if not limits.any:
+            return pending, []
+        now = utcnow()
+        mailbox = f"{message.org_id}:{message.channel}:{message.from_address.lower()}"
+        async with self.db.session() as s, s.begin():
+            allowed, retry_at = await reserve(
+                s,
+                mailbox,
+                message.org_id,
+                limits,
+                len(pending),
+                now,
+                postgres=not self.db.is_sqlite,
+            )
+        if retry_at is None:
+            return pending, []
+        return pending[:allowed], throttled(pending[allowed:], retry_at, now)
 
     async def _deliver(
         self,

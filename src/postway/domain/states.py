@@ -35,3 +35,4 @@ REASON_BLOCKED_DOMAIN = "blocked-domain"
 REASON_SUPPRESSED = "suppressed"
 REASON_CHANNEL_ERROR = "channel-error"
 REASON_AUTH_FAILURE = "authfailure"
+REASON_THROTTLED = "throttled"  # waits for the next sending window; not a failure

@@ -244,3 +244,17 @@ class BounceMessage(Base):
     delivery_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     org_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ThrottleWindow(Base):
+    """One sending mailbox's use of its limits (see domain.throttle.Window)."""
+
+    __tablename__ = "throttle_windows"
+    mailbox: Mapped[str] = mapped_column(String(400), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(32), index=True)
+    day_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    day_count: Mapped[int] = mapped_column(Integer, default=0)
+    minute_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    minute_count: Mapped[int] = mapped_column(Integer, default=0)
+    batch_count: Mapped[int] = mapped_column(Integer, default=0)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -11,6 +11,7 @@ from postway.delivery.submit import SendRequest, submit_message, submit_system_m
 from postway.domain.addresses import domain_of
 from postway.domain.channel_guide import explain
 from postway.domain.states import ChannelName
+from postway.domain.throttle import parse_limits
 from postway.errors import ChannelError, Conflict, InvalidInput, NotFound
 from postway.store import channel_settings as cs
 from postway.store import identities as ids
@@ -35,6 +36,7 @@ from postway.web.schemas import (
     SendIn,
     SmtpIn,
     SuppressionOut,
+    ThrottleIO,
 )
 
 router = APIRouter(prefix="/api/v1")
@@ -337,3 +339,26 @@ async def put_blocked(body: BlockedDomainsIn, who: Admin, rt: RuntimeDep) -> Blo
             raise NotFound("organisation not found")
         org.blocked_domains = sorted(set(cleaned))
     return BlockedDomainsIn(domains=sorted(set(cleaned)))
+
+
+@router.get("/throttle", response_model=ThrottleIO)
+async def get_throttle(who: Caller, rt: RuntimeDep) -> ThrottleIO:
+    """The organisation's per-mailbox sending limits (providers' own limits apply on top)."""
+    async with rt.db.session() as s, s.begin():
+        org = await s.get(Organisation, who.org_id)
+        return ThrottleIO(**(org.throttle if org and org.throttle else {}))
+
+
+@router.put("/throttle", response_model=ThrottleIO)
+async def put_throttle(body: ThrottleIO, who: Admin, rt: RuntimeDep) -> ThrottleIO:
+    data = body.model_dump(exclude_none=True)
+    try:
+        parse_limits(data)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field=str(exc).split(":", 1)[0]) from exc
+    async with rt.db.session() as s, s.begin():
+        org = await s.get(Organisation, who.org_id)
+        if org is None:
+            raise NotFound("organisation not found")
+        org.throttle = data
+    return ThrottleIO(**data)

@@ -245,3 +245,13 @@ class SuppressionOut(BaseModel):
 
 class BlockedDomainsIn(Strict):
     domains: list[str]
+
+
+class ThrottleIO(Strict):
+    """Per-mailbox limits: `batch_size` sends, then a pause of `wait_seconds`; caps per day
+    and per minute. Omitted fields mean no limit of that kind."""
+
+    batch_size: int | None = None
+    wait_seconds: float | None = None
+    daily_cap: int | None = None
+    per_minute: int | None = None
