@@ -28,6 +28,7 @@ token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 identity_app = typer.Typer(help="Sending identities.", no_args_is_help=True)
 bounce_app = typer.Typer(help="Bounces.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+queue_app = typer.Typer(help="The delivery queue.", no_args_is_help=True)
 for sub, name in (
     (db_app, "db"),
     (user_app, "user"),
@@ -35,6 +36,7 @@ for sub, name in (
     (identity_app, "identity"),
     (bounce_app, "bounce"),
     (config_app, "config"),
+    (queue_app, "queue"),
 ):
     app.add_typer(sub, name=name)
 
@@ -286,6 +288,121 @@ async def send_command(
     }
 
 
+# --- the queue -----------------------------------------------------------------------------
+
+
+@queue_app.command("list")
+def queue_list(
+    state: Annotated[
+        str | None, typer.Option(help="Only this state (default: everything waiting).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 50,
+) -> None:
+    """List deliveries waiting in the queue (or in a given state), next due first."""
+    from rich.table import Table
+
+    from postway.delivery.queue_admin import list_deliveries
+
+    async def go(rt: Runtime) -> list[Any]:
+        async with rt.db.session() as s, s.begin():
+            return await list_deliveries(s, state, limit)
+
+    rows = _run(go)
+    table = Table("id", "recipient", "channel", "state", "attempts", "next try", "reason")
+    for d in rows:
+        due = d.due_at.strftime("%Y-%m-%d %H:%M:%S") if d.due_at else "-"
+        table.add_row(d.id, d.recipient, d.channel, d.state, str(d.attempts), due, d.reason or "")
+    Console().print(table)
+    console.print(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
+
+
+@queue_app.command("show")
+def queue_show(delivery_id: str) -> None:
+    """Show one delivery with its whole event history."""
+    from postway.delivery.queue_admin import get_delivery
+    from postway.store.messages import events_of
+
+    async def go(rt: Runtime) -> dict[str, Any]:
+        async with rt.db.session() as s, s.begin():
+            d = await get_delivery(s, delivery_id)
+            events = (await events_of(s, [d.id])).get(d.id, [])
+            return {
+                "id": d.id,
+                "message_id": d.message_id,
+                "recipient": d.recipient,
+                "channel": d.channel,
+                "state": d.state,
+                "reason": d.reason,
+                "status": d.status,
+                "diagnostic": d.diagnostic,
+                "remote_mta": d.remote_mta,
+                "attempts": d.attempts,
+                "due_at": d.due_at,
+                "expires_at": d.expires_at,
+                "events": [
+                    {"at": e.created_at, "type": e.type, "state": e.state, **e.detail}
+                    for e in events
+                ],
+            }
+
+    print(json.dumps(_run(go), indent=2, default=str))
+
+
+@queue_app.command("retry")
+def queue_retry(
+    delivery_ids: Annotated[list[str] | None, typer.Argument(help="Deliveries to retry.")] = None,
+    all_deferred: Annotated[
+        bool, typer.Option("--all-deferred", help="Retry every deferred delivery now.")
+    ] = False,
+) -> None:
+    """Try deferred deliveries now; send failed or bounced ones again."""
+    from postway.delivery.queue_admin import get_delivery, list_deliveries, retry_now
+
+    if not delivery_ids and not all_deferred:
+        console.print("[red]error:[/red] name deliveries or pass --all-deferred")
+        raise typer.Exit(2)
+
+    async def go(rt: Runtime) -> int:
+        async with rt.db.session() as s, s.begin():
+            rows = [await get_delivery(s, i) for i in delivery_ids or []]
+            if all_deferred:
+                rows += await list_deliveries(s, "deferred", 1_000_000)
+            for d in rows:
+                retry_now(s, d, rt.settings, "cli")
+            return len(rows)
+
+    console.print(f"{_run(go)} queued for an immediate try")
+
+
+@queue_app.command("purge")
+def queue_purge(
+    delivery_ids: Annotated[list[str] | None, typer.Argument(help="Deliveries to purge.")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Purge every delivery in this state (queued/deferred).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Take waiting deliveries out of the queue; they are marked failed (reason: purged)."""
+    from postway.delivery.queue_admin import get_delivery, list_deliveries, purge
+
+    if not delivery_ids and not state:
+        console.print("[red]error:[/red] name deliveries or pass --state")
+        raise typer.Exit(2)
+    if not yes and not typer.confirm("Mark these deliveries failed and stop trying?"):
+        raise typer.Exit(1)
+
+    async def go(rt: Runtime) -> int:
+        async with rt.db.session() as s, s.begin():
+            rows = [await get_delivery(s, i) for i in delivery_ids or []]
+            if state:
+                rows += await list_deliveries(s, state, 1_000_000)
+            for d in rows:
+                purge(s, d, "cli")
+            return len(rows)
+
+    console.print(f"purged {_run(go)}")
+
+
 # --- bounces and config ---------------------------------------------------------------------
 
 
@@ -296,6 +413,48 @@ def bounce_classify(paths: list[Path]) -> None:
 
     for row in classify_files(paths):
         print(json.dumps(row, ensure_ascii=False))
+
+
+@app.command("bounce-server")
+def bounce_server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="SMTP port (the bounce domain's MX: 25).")] = 25,
+) -> None:
+    """Run the bounce intake only: the SMTP server for POSTWAY_BOUNCE_DOMAIN."""
+    from postway.server import run_server
+
+    _guard(lambda: asyncio.run(run_server(Settings(), host, 0, port, worker=False, web=False)))
+
+
+@bounce_app.command("failures")
+def bounce_failures(
+    limit: Annotated[int, typer.Option(help="How many to list, newest first.")] = 50,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Process them again first (e.g. after an upgrade).")
+    ] = False,
+) -> None:
+    """List received bounces kept for review: not understood (failed) or matching no delivery."""
+    from rich.table import Table
+
+    async def go(rt: Runtime) -> list[Any]:
+        from postway.bounces.apply import list_failures, reprocess_failed
+
+        if retry:
+            done = await reprocess_failed(rt.db, rt.settings)
+            fixed = sum(1 for p in done if p.status not in ("failed", "unmatched"))
+            console.print(f"reprocessed {len(done)}; {fixed} no longer need review")
+        return await list_failures(rt.db, limit)
+
+    rows = _run(go)
+    table = Table(title=f"Bounces kept for review ({len(rows)})")
+    for column in ("id", "received", "status", "kind", "to", "from", "size", "error"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.id, r.received_at.strftime("%Y-%m-%d %H:%M:%S"), r.status, r.kind or "",
+            r.rcpt_to, r.mail_from or "<>", str(r.size), r.error or "",
+        )  # fmt: skip
+    Console(width=200).print(table)
 
 
 @config_app.command("table")

@@ -11,6 +11,7 @@ from postway.channels.base import Channel
 from postway.channels.registry import ChannelRegistry
 from postway.config import Settings
 from postway.delivery.worker import Worker
+from postway.metrics import Metrics
 from postway.security import SecretBox
 from postway.store.db import Database
 
@@ -20,6 +21,7 @@ class Runtime:
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
         self.box = SecretBox(settings.resolved_secret_key())
+        self.metrics = Metrics()
         self.registry = ChannelRegistry(settings, self.box, managed=self._managed_channel)
         self._worker: Worker | None = None
         self.public_url = settings.resolved_base_url()
@@ -32,7 +34,7 @@ class Runtime:
     @property
     def worker(self) -> Worker:
         if self._worker is None:
-            self._worker = Worker(self.db, self.settings, self.registry)
+            self._worker = Worker(self.db, self.settings, self.registry, self.metrics)
         return self._worker
 
     def wake_worker(self) -> None:

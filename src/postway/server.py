@@ -6,13 +6,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import uvicorn
 from sqlalchemy import func, select
 
 from postway.config import Settings
+from postway.logs import setup_logging
 from postway.runtime import Runtime
 from postway.store.models import User
+
+if TYPE_CHECKING:
+    from postway.bounces.intake import BounceIntake
 
 log = logging.getLogger("postway")
 
@@ -27,16 +32,17 @@ async def run_server(
     web: bool,
     demo: bool = False,
 ) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(settings.log_level, settings.log_format)
     if web and not settings.base_url:
         settings.base_url = f"http://{host}:{port}"
     rt = Runtime(settings)
     await rt.start()
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
+    intake: BounceIntake | None = None
     try:
+        if bounce_port:
+            intake = await _start_intake(rt, host, bounce_port)
         if web:
             from postway.web.app import create_app
 
@@ -65,7 +71,18 @@ async def run_server(
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 10)
+        if intake is not None:
+            await intake.stop()
         await rt.aclose()
+
+
+async def _start_intake(rt: Runtime, host: str, port: int) -> BounceIntake:
+    from postway.bounces.intake import BounceIntake
+
+    intake = BounceIntake(rt.db, rt.settings)
+    bound = await intake.start(host or "127.0.0.1", port)
+    print(f"Bounce intake (SMTP) for {intake.domain} on {host or '127.0.0.1'}:{bound}", flush=True)
+    return intake
 
 
 async def _announce(rt: Runtime, host: str, port: int) -> None:

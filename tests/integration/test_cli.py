@@ -27,6 +27,7 @@ def cli_env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
         POSTWAY_ALLOW_PRIVATE_RELAYS="1",
         POSTWAY_HOSTNAME="postway.test",
         POSTWAY_RETRY_BASE_SECONDS="0.05",
+        COLUMNS="200",
     )
     env.update(extra)
     return env

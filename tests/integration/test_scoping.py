@@ -57,6 +57,9 @@ async def test_every_endpoint_is_scoped_to_its_owner(env, smtp_server):
         "/api/v1/messages", json={"identity_id": iid, "to": ["x@client.example"], "text": "hi"}
     )
     assert r.status_code == 404
+    r = await mallory.client.get(f"/api/v1/messages/{mid}")
+    delivery = (await alice.client.get(f"/api/v1/messages/{mid}")).json()["deliveries"][0]["id"]
+    assert (await mallory.client.post(f"/api/v1/deliveries/{delivery}/retry")).status_code == 404
     # the SMTP test endpoint never falls back to Alice's relay or reveals it
     r = await mallory.client.post("/api/v1/delivery-channel/smtp/test")
     assert r.status_code == 400
@@ -94,6 +97,7 @@ async def test_requests_without_valid_token_are_refused(env):
         ("GET", "/api/v1/blocked-domains"),
         ("PUT", "/api/v1/blocked-domains"),
         ("GET", "/api/v1/throttle"),
+        ("POST", "/api/v1/deliveries/x/retry"),
         ("PUT", "/api/v1/throttle"),
     ]
     for method, path in paths:

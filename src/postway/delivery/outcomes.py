@@ -12,6 +12,7 @@ from postway.channels.base import Outcome
 from postway.delivery import queue
 from postway.delivery.retry import RetryPolicy, next_attempt
 from postway.domain.states import REASON_EXPIRED, REASON_THROTTLED, DeliveryState
+from postway.metrics import Metrics
 from postway.store.db import Database
 from postway.store.events import append_event
 from postway.store.models import ChannelSetting, Delivery, DeliveryEvent, Suppression, utcnow
@@ -50,7 +51,8 @@ async def record_outcomes(
     policy: RetryPolicy,
     *,
     setting_id: str | None = None,
-    suppress_hard: bool = True,
+    metrics: Metrics | None = None,
+    channel: str = "",
 ) -> None:
     """Write outcomes for deliveries this worker still holds; others were taken over after our
     lease expired and their new holder's result wins (we log and drop ours)."""
@@ -73,8 +75,24 @@ async def record_outcomes(
                 await _defer(s, d, o, policy, now)
             else:
                 _finish(s, d, o, now)
-                if suppress_hard and o.state is DeliveryState.BOUNCED and o.hard:
+                if o.state is DeliveryState.BOUNCED and o.hard:
                     await add_suppression(s, d, o.reason or "hard bounce")
+            log.info(
+                "delivery %s %s",
+                d.id,
+                d.state,
+                extra={
+                    "delivery_id": d.id,
+                    "message_id": d.message_id,
+                    "state": d.state,
+                    "reason": d.reason,
+                    "status": d.status,
+                    "remote_mta": d.remote_mta,
+                    "attempt": d.attempts,
+                },
+            )
+            if metrics is not None:
+                metrics.outcomes.labels(channel or d.channel, d.state, d.reason or "").inc()
         if attention and setting_id:
             setting = await s.get(ChannelSetting, setting_id)
             if setting is not None:

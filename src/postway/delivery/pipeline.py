@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -33,6 +34,7 @@ from postway.domain.states import (
 )
 from postway.domain.throttle import Limits, parse_limits
 from postway.errors import ChannelError
+from postway.metrics import Metrics
 from postway.store.db import Database
 from postway.store.models import Delivery, Message, Organisation, Suppression, utcnow
 from postway.store.throttle import reserve
@@ -100,10 +102,12 @@ class Pipeline:
         settings: Settings,
         registry: ChannelRegistry,
         worker_id: str,
+        metrics: Metrics,
         *,
         concurrency: int = 50,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.settings = settings
         self.registry = registry
         self.worker_id = worker_id
@@ -163,7 +167,8 @@ class Pipeline:
             outcomes,
             self.policy,
             setting_id=route.setting_id if route else None,
-            suppress_hard=True,
+            metrics=self.metrics,
+            channel=message.channel,
         )
 
     async def _check_throttle(
@@ -215,6 +220,7 @@ class Pipeline:
             recipients=tuple(Recipient(d.id, d.recipient) for d in pending),
             needs_smtputf8=message.needs_smtputf8,
         )
+        started = time.perf_counter()
         try:
             return await route.channel.deliver(outbound)
         except Exception as exc:
@@ -229,3 +235,7 @@ class Pipeline:
                 )
                 for d in pending
             ]
+        finally:
+            self.metrics.attempt_seconds.labels(route.channel.name).observe(
+                time.perf_counter() - started
+            )

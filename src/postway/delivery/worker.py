@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from postway.channels.registry import ChannelRegistry
 from postway.config import Settings
 from postway.delivery import queue
 from postway.delivery.pipeline import Pipeline
+from postway.metrics import Metrics
 from postway.store.db import Database
 from postway.store.models import utcnow
 
@@ -17,11 +19,15 @@ log = logging.getLogger("postway.worker")
 
 
 class Worker:
-    def __init__(self, db: Database, settings: Settings, registry: ChannelRegistry) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, registry: ChannelRegistry, metrics: Metrics
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.metrics = metrics
         self.id = queue.new_worker_id()
-        self.pipeline = Pipeline(db, settings, registry, self.id)
+        self.pipeline = Pipeline(db, settings, registry, self.id, metrics)
+        self._depth_at = 0.0
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -48,10 +54,20 @@ class Worker:
             await self.pipeline.process(claimed)
         return len(claimed)
 
+    async def _refresh_depth(self) -> None:
+        """Queue depth for /metrics, counted at most every 15 s (a full count is not free)."""
+        now = time.monotonic()
+        if now - self._depth_at < 15:
+            return
+        self._depth_at = now
+        async with self.db.session() as s, s.begin():
+            self.metrics.queue_snapshot = await queue.depth_by_state(s)
+
     async def run(self) -> None:
         log.info("worker %s started", self.id)
         while not self._stop.is_set():
             try:
+                await self._refresh_depth()
                 claimed = await self.run_once()
             except Exception:
                 log.exception("queue poll failed; retrying")

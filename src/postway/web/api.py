@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from postway.channels.smtp import SmtpChannel, resolve_relay
+from postway.delivery.queue_admin import get_delivery, retry_now
 from postway.delivery.submit import AttachmentIn as SubmitAttachment
 from postway.delivery.submit import SendRequest, submit_message, submit_system_message
 from postway.domain.addresses import domain_of
@@ -250,6 +251,16 @@ async def message_events(message_id: str, who: Caller, rt: RuntimeDep) -> list[E
         events = await msgs.events_of(s, [d.id for d in deliveries])
     flat = sorted((e for es in events.values() for e in es), key=lambda e: e.id)
     return [EventOut.of(e) for e in flat]
+
+
+@router.post("/deliveries/{delivery_id}/retry", response_model=DeliveryOut)
+async def retry_delivery(delivery_id: str, who: Caller, rt: RuntimeDep) -> DeliveryOut:
+    """Resend a failed or bounced recipient (e.g. after a quota pause), or try a waiting one now."""
+    async with rt.db.session() as s, s.begin():
+        d = await get_delivery(s, delivery_id, user_id=who.user_id)
+        retry_now(s, d, rt.settings, who.email)
+    rt.wake_worker()
+    return DeliveryOut.of(d)
 
 
 # --- conversations and failures -------------------------------------------------------------

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from postway import __version__
 from postway.errors import PostwayError
 from postway.runtime import Runtime
 from postway.web import api, pages
 from postway.web.deps import error_response
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
 
 
 def _field(loc: tuple[object, ...]) -> str:
@@ -70,6 +74,18 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        token = rt.settings.metrics_token
+        if token:
+            supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            allowed = hmac.compare_digest(supplied, token)
+        else:
+            allowed = request.client is not None and request.client.host in LOOPBACK
+        if not allowed:
+            return JSONResponse({"error": "metrics need the metrics token"}, status_code=401)
+        return Response(rt.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api.router)
     app.include_router(pages.router)
