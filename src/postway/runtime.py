@@ -6,6 +6,7 @@ No module keeps global state; the CLI, the web app and the tests all build one o
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from postway.channels.base import Channel
 from postway.channels.registry import ChannelRegistry
@@ -13,6 +14,9 @@ from postway.config import Settings
 from postway.delivery.worker import Worker
 from postway.metrics import Metrics
 from postway.security import SecretBox
+
+if TYPE_CHECKING:
+    from postway.demo import LocalInbox
 from postway.store.db import Database
 
 
@@ -25,6 +29,7 @@ class Runtime:
         self.registry = ChannelRegistry(settings, self.box, managed=self._managed_channel)
         self._worker: Worker | None = None
         self.public_url = settings.resolved_base_url()
+        self.inbox: LocalInbox | None = None  # demo mode only
 
     def _managed_channel(self) -> Channel:
         from postway.channels.managed import ManagedChannel

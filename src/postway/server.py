@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy import func, select
 
 from postway.config import Settings
+from postway.demo import DEMO_EMAIL, DEMO_PASSWORD, LocalInbox, seed_demo
 from postway.logs import setup_logging
 from postway.runtime import Runtime
 from postway.store.models import User
@@ -35,7 +36,14 @@ async def run_server(
     setup_logging(settings.log_level, settings.log_format)
     if web and not settings.base_url:
         settings.base_url = f"http://{host}:{port}"
+    inbox: LocalInbox | None = None
+    if demo:
+        # every domain goes to the built-in inbox, so nothing leaves the machine
+        inbox = LocalInbox(settings.data_dir / "inbox")
+        await inbox.start()
+        settings.transport = f"*=127.0.0.1:{inbox.port}"
     rt = Runtime(settings)
+    rt.inbox = inbox
     await rt.start()
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
@@ -52,6 +60,14 @@ async def run_server(
             server = uvicorn.Server(config)
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             tasks.append(asyncio.create_task(server.serve()))
+            if demo:
+                token = await seed_demo(rt)
+                print(
+                    f"Demo: log in as {DEMO_EMAIL} / {DEMO_PASSWORD}; mail is delivered to the "
+                    f"local inbox at http://{host}:{port}/inbox (bounce.test bounces, defer.test "
+                    f"defers).\nDemo API token:\n{token}",
+                    flush=True,
+                )
             await _announce(rt, host, port)
         if worker:
             tasks.append(asyncio.create_task(rt.worker.run()))
@@ -74,6 +90,8 @@ async def run_server(
         if intake is not None:
             await intake.stop()
         await rt.aclose()
+        if inbox is not None:
+            await inbox.aclose()
 
 
 async def _start_intake(rt: Runtime, host: str, port: int) -> BounceIntake:

@@ -94,6 +94,8 @@ def admit(limits: Limits, w: Window, wanted: int, now: datetime) -> tuple[int, d
     admitted. Invariants: counts never exceed the limits within a window; a full batch starts
     a pause of `wait_seconds` before the next send.
     """
+    if wanted <= 0:
+        return 0, None
     if w.paused_until is not None:
         if now < w.paused_until:
             return 0, w.paused_until

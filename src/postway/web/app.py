@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from postway import __version__
 from postway.errors import PostwayError
 from postway.runtime import Runtime
-from postway.web import api, pages
+from postway.web import api, inbox_pages, pages
 from postway.web.deps import error_response
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
@@ -89,4 +89,6 @@ def create_app(rt: Runtime) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    if rt.inbox is not None:
+        app.include_router(inbox_pages.router)
     return app

@@ -1,0 +1,133 @@
+"""`postway serve --demo`: everything visible offline.
+
+A seeded demo user with a verified identity, and a local inbox: a real SMTP server on loopback
+that the managed channel's transport map points every domain at. It keeps what it accepts as
+.eml files for the web app's Inbox page, and answers like the outside world would for the
+reserved test domains: `bounce.test` refuses at RCPT (550 5.1.1), `defer.test` says later (451).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from pathlib import Path
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select
+
+from postway.runtime import Runtime
+from postway.store.identities import create_identity, mark_verified
+from postway.store.models import User
+from postway.store.users import create_token, create_user, principal_of
+
+DEMO_EMAIL = "demo@postway.test"
+DEMO_PASSWORD = "postway-demo"  # noqa: S105 - a published demo login, on loopback only
+BOUNCE_DOMAIN = "bounce.test"
+DEFER_DOMAIN = "defer.test"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    id: str
+    received_at: datetime
+    mail_from: str
+    rcpt_tos: list[str]
+    subject: str
+    sender: str
+    path: Path
+
+
+class _InboxHandler:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        domain = address.rpartition("@")[2].lower()
+        if domain == BOUNCE_DOMAIN:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if domain == DEFER_DOMAIN:
+            return "451 4.7.1 Greylisted: please try again in 300 seconds"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        item = uuid.uuid4().hex
+        header = (
+            f"X-Postway-Inbox-From: {envelope.mail_from}\r\n"
+            f"X-Postway-Inbox-To: {', '.join(envelope.rcpt_tos)}\r\n"
+        ).encode()
+        data = envelope.original_content or b""
+        await asyncio.to_thread(self._write, item, header + data)
+        return f"250 2.0.0 OK: queued as {item[:12]}"
+
+    def _write(self, item: str, data: bytes) -> None:
+        tmp = self.folder / f".{item}.tmp"
+        tmp.write_bytes(data)
+        tmp.rename(self.folder / f"{item}.eml")
+
+
+class LocalInbox:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handler = _InboxHandler(self.folder)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(handler, hostname="inbox.postway.test", enable_SMTPUTF8=True),
+            host="127.0.0.1",
+            port=0,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def items(self, limit: int = 200) -> list[InboxItem]:
+        files = sorted(self.folder.glob("*.eml"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return [self._item(p) for p in files[:limit]]
+
+    def get(self, item_id: str) -> InboxItem | None:
+        if not item_id.isalnum():
+            return None
+        path = self.folder / f"{item_id}.eml"
+        return self._item(path) if path.exists() else None
+
+    @staticmethod
+    def _item(path: Path) -> InboxItem:
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        return InboxItem(
+            id=path.stem,
+            received_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+            mail_from=str(msg.get("X-Postway-Inbox-From", "")),
+            rcpt_tos=[a.strip() for a in str(msg.get("X-Postway-Inbox-To", "")).split(",")],
+            subject=str(msg.get("Subject", "")),
+            sender=str(msg.get("From", "")),
+            path=path,
+        )
+
+
+async def seed_demo(rt: Runtime) -> str:
+    """Create the demo user and identity once; returns a fresh API token for it."""
+    async with rt.db.session() as s, s.begin():
+        user = await s.scalar(select(User).where(User.email == DEMO_EMAIL))
+        if user is None:
+            user = await create_user(s, DEMO_EMAIL, DEMO_PASSWORD, admin=True, org_name="Demo Co")
+            await create_identity(
+                s, principal_of(user), name="Demo Rep", email=DEMO_EMAIL, signature="-- Demo Rep"
+            )
+            await mark_verified(s, DEMO_EMAIL)
+        return await create_token(s, user, "demo")
