@@ -29,6 +29,7 @@ identity_app = typer.Typer(help="Sending identities.", no_args_is_help=True)
 bounce_app = typer.Typer(help="Bounces.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 queue_app = typer.Typer(help="The delivery queue.", no_args_is_help=True)
+dkim_app = typer.Typer(help="DKIM signing for managed mail.", no_args_is_help=True)
 for sub, name in (
     (db_app, "db"),
     (user_app, "user"),
@@ -37,6 +38,7 @@ for sub, name in (
     (bounce_app, "bounce"),
     (config_app, "config"),
     (queue_app, "queue"),
+    (dkim_app, "dkim"),
 ):
     app.add_typer(sub, name=name)
 
@@ -288,6 +290,22 @@ async def send_command(
     }
 
 
+@dkim_app.command("show")
+def dkim_show() -> None:
+    """Print the DNS TXT record to publish for Postway's DKIM key (made on first use)."""
+    from postway.mta.dkim import load_or_create_key
+
+    settings = Settings()
+    key = load_or_create_key(
+        settings.data_dir,
+        settings.dkim_domain or settings.bounce_domain,
+        settings.dkim_selector,
+        settings.dkim_algorithm,
+    )
+    console.print(f"Publish this TXT record in the DNS of {key.domain}:")
+    print(key.dns_record())
+
+
 # --- the queue -----------------------------------------------------------------------------
 
 
@@ -418,7 +436,9 @@ def bounce_classify(paths: list[Path]) -> None:
 @app.command("bounce-server")
 def bounce_server(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(help="SMTP port (the bounce domain's MX: 25).")] = 25,
+    port: Annotated[
+        int, typer.Option(help="SMTP port (the bounce domain's MX: 25).", min=1, max=65535)
+    ] = 25,
 ) -> None:
     """Run the bounce intake only: the SMTP server for POSTWAY_BOUNCE_DOMAIN."""
     from postway.server import run_server
@@ -434,6 +454,7 @@ def bounce_failures(
     ] = False,
 ) -> None:
     """List received bounces kept for review: not understood (failed) or matching no delivery."""
+    from rich import box
     from rich.table import Table
 
     async def go(rt: Runtime) -> list[Any]:
@@ -446,15 +467,19 @@ def bounce_failures(
         return await list_failures(rt.db, limit)
 
     rows = _run(go)
-    table = Table(title=f"Bounces kept for review ({len(rows)})")
-    for column in ("id", "received", "status", "kind", "to", "from", "size", "error"):
-        table.add_column(column, overflow="fold")
+    if not rows:
+        console.print("no bounces kept for review")
+        return
+    table = Table(title=f"Bounces kept for review ({len(rows)})", box=box.SIMPLE_HEAD)
+    for column in ("id", "received", "status", "from", "error"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "received", "status"))
     for r in rows:
+        status = f"{r.status} ({r.kind})" if r.kind and r.kind != "none" else r.status
         table.add_row(
-            r.id, r.received_at.strftime("%Y-%m-%d %H:%M:%S"), r.status, r.kind or "",
-            r.rcpt_to, r.mail_from or "<>", str(r.size), r.error or "",
+            r.id, r.received_at.strftime("%Y-%m-%d %H:%M"), status, r.mail_from or "<>",
+            r.error or "",
         )  # fmt: skip
-    Console(width=200).print(table)
+    Console().print(table)  # stdout; `console` is stderr
 
 
 @config_app.command("table")

@@ -50,6 +50,20 @@ async def claim_due(
     return list((await db.scalars(stmt)).all())
 
 
+async def renew(
+    db: AsyncSession, worker_id: str, ids: list[str], now: datetime, lease_seconds: float
+) -> int:
+    """Extend this worker's leases on `ids` it still holds (a heartbeat while it works), so a
+    slow delivery is not taken over and sent twice. Returns how many were extended."""
+    result = await db.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.lease_owner == worker_id)
+        .values(due_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 async def held(
     db: AsyncSession, worker_id: str, ids: list[str], *, postgres: bool
 ) -> list[Delivery]:

@@ -51,8 +51,26 @@ class Worker:
                 postgres=not self.db.is_sqlite,
             )
         if claimed:
-            await self.pipeline.process(claimed)
+            heartbeat = asyncio.create_task(self._heartbeat([d.id for d in claimed]))
+            try:
+                await self.pipeline.process(claimed)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
         return len(claimed)
+
+    async def _heartbeat(self, ids: list[str]) -> None:
+        """Renew our leases every third of the lease while the batch is being worked on."""
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                async with self.db.session() as s, s.begin():
+                    if await queue.renew(s, self.id, ids, utcnow(), lease) == 0:
+                        return
+            except Exception:
+                log.exception("lease renewal failed")
 
     async def _refresh_depth(self) -> None:
         """Queue depth for /metrics, counted at most every 15 s (a full count is not free)."""

@@ -1,0 +1,190 @@
+"""Shared plumbing of the web pages: templates, the logged-in user, the CSRF check, one-shot
+notices, and the plain words the pages use for states, reasons and form errors."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, unquote
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from postway.domain.channel_guide import GUIDE
+from postway.errors import Forbidden, PostwayError
+from postway.store.users import Principal
+from postway.web.deps import page_caller
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+PageUser = Annotated[tuple[Principal, str], Depends(page_caller)]
+NOTICE_COOKIE = "postway_notice"
+PAGE_SIZE = 25
+
+# Pages load only their own CSS and JS; inline script is never needed, so it is never allowed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+STATE_WORDS = {
+    "queued": ("Queued", "waiting for its first attempt"),
+    "deferred": ("Retrying", "the receiving server asked to try again later"),
+    "delivered": ("Delivered", "accepted by the recipient's mail server"),
+    "sent": ("Sent", "accepted by your mail server (Gmail or your relay) for delivery"),
+    "bounced": ("Bounced", "the recipient's server refused or returned it"),
+    "failed": ("Failed", "it could not be sent"),
+    "suppressed": ("Not sent", "this address bounced before, so it is skipped"),
+}
+
+REASON_WORDS = {
+    "userunknown": "the mailbox does not exist",
+    "hostunknown": "the recipient's domain does not exist",
+    "mailboxfull": "the mailbox is full",
+    "hasmoved": "the recipient has moved",
+    "filtered": "the recipient's server filtered it",
+    "rejected": "the recipient's server rejected the sender",
+    "blocked": "the sending server is blocked by the recipient's server",
+    "spamdetected": "it was taken for spam",
+    "virusdetected": "a virus was reported in it",
+    "policyviolation": "it broke the recipient's mail policy",
+    "mesgtoobig": "it is too large for the recipient's server",
+    "exceedlimit": "it is over the recipient's size limit",
+    "expired": "gave up after retrying for too long",
+    "networkerror": "the connection to the mail server failed",
+    "authfailure": "the mail server rejected the login or the sender's authentication",
+    "norelaying": "the server refused to relay it",
+    "ratelimited": "the server is limiting how fast mail may be sent",
+    "toomanyconn": "too many connections to the server",
+    "suspend": "the mailbox is suspended",
+    "syntaxerror": "the server did not understand the request",
+    "securityerror": "a security check failed",
+    "systemerror": "the receiving system had an error",
+    "systemfull": "the receiving system is out of space",
+    "contenterror": "the content was refused",
+    "notaccept": "the domain accepts no mail",
+    "requireptr": "the sending server has no reverse DNS name",
+    "badreputation": "the sender's reputation is too low",
+    "notcompliantrfc": "the message breaks the mail standards",
+    "speeding": "too much mail too quickly",
+    "mailererror": "the receiving mail program failed",
+    "blocked-domain": "the recipient's domain is on your organisation's blocked list",
+    "suppressed": "this address bounced before, so Postway did not send to it",
+    "channel-error": "the delivery channel could not be used",
+    "undefined": "no reason given",
+}
+
+FIELD_WORDS = {
+    "to": "To",
+    "cc": "Cc",
+    "bcc": "Bcc",
+    "subject": "Subject",
+    "text": "Message",
+    "name": "Name",
+    "email": "Email address",
+    "reply_to": "Reply-to",
+    "signature": "Signature",
+    "channel": "Channel",
+    "identity_id": "From",
+    "smtp": "SMTP server",
+    "smtp.host": "Server name",
+    "smtp.port": "Port",
+    "smtp.security": "Security",
+    "smtp.username": "Username",
+    "smtp.password": "Password",
+    "smtp.auth": "Login method",
+    "password": "Password",
+}
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]")
+
+
+def field_label(field: str) -> str:
+    """`to[2]` -> `To, address 3`; known fields by their form label."""
+    m = _INDEXED.match(field)
+    if m:
+        return f"{FIELD_WORDS.get(m.group(1), m.group(1))}, address {int(m.group(2)) + 1}"
+    return FIELD_WORDS.get(field, field)
+
+
+def error_words(exc: PostwayError) -> tuple[str | None, str]:
+    """(form field, message) with the API's `field: ` prefix replaced by the form's label."""
+    text = str(exc)
+    field = getattr(exc, "field", None)
+    head, sep, rest = text.partition(": ")
+    if sep and re.fullmatch(r"[\w.\[\]]+", head):
+        field = field or head
+        text = f"{field_label(head)}: {rest}"
+    return (field.split("[", 1)[0] if field else None), text
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def reason_words(reason: str | None) -> str:
+    return REASON_WORDS.get(reason or "", "") if reason else ""
+
+
+templates.env.filters["when"] = when
+templates.env.filters["reason_words"] = reason_words
+templates.env.globals["STATE_WORDS"] = STATE_WORDS
+# short channel names for lists and menus (the guide's titles mark the default)
+templates.env.globals["CHANNEL_NAMES"] = {
+    str(c): g["title"].removesuffix(" (default)") for c, g in GUIDE.items()
+}
+
+
+def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    notice = request.cookies.get(NOTICE_COOKIE)
+    ctx.setdefault("notice", unquote(notice)[:300] if notice else None)
+    # demo mode (`postway serve --demo`) has a local inbox worth a place in the menu
+    rt = getattr(request.app.state, "runtime", None)
+    ctx.setdefault("demo_inbox", getattr(rt, "inbox", None) is not None)
+    resp = templates.TemplateResponse(request, name, ctx, status_code=status)
+    resp.headers.update(SECURITY_HEADERS)
+    if notice:
+        resp.delete_cookie(NOTICE_COOKIE)
+    return resp
+
+
+def redirect(url: str, notice: str | None = None) -> RedirectResponse:
+    """303 to a page (Post/Redirect/Get), carrying a one-shot notice to show there."""
+    resp = RedirectResponse(url, status_code=303)
+    if notice:
+        resp.set_cookie(NOTICE_COOKIE, quote(notice), max_age=60, httponly=True, samesite="lax")
+    return resp
+
+
+async def form_caller(user: PageUser, csrf: Annotated[str, Form()] = "") -> tuple[Principal, str]:
+    """The logged-in user of a form POST, refused unless the form carries the session's CSRF
+    token: the session cookie alone would let another site post forms as the user."""
+    who, expected = user
+    if not csrf or not hmac.compare_digest(csrf.encode(), expected.encode()):
+        raise Forbidden(
+            "this form is out of date or did not come from Postway; reload the page and try again"
+        )
+    return who, expected
+
+
+FormUser = Annotated[tuple[Principal, str], Depends(form_caller)]
+
+
+def page_number(value: str | None) -> int:
+    """`?page=` as a number from 1; anything else is page 1."""
+    return int(value) if value and value.isdigit() and 0 < int(value) < 100_000 else 1
+
+
+def pages_of(total: int) -> int:
+    return max(1, -(-total // PAGE_SIZE))
+
+
+def split_addresses(value: str) -> list[str]:
+    """A comma- or semicolon-separated list as typed in a form, without empty entries."""
+    return [a.strip() for a in re.split(r"[,;\n]", value) if a.strip()]
