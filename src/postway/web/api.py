@@ -5,19 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
-from postway.channels.smtp import SmtpChannel, resolve_relay
 from postway.delivery.queue_admin import get_delivery, retry_now
 from postway.delivery.submit import AttachmentIn as SubmitAttachment
-from postway.delivery.submit import SendRequest, submit_message, submit_system_message
+from postway.delivery.submit import SendRequest, submit_message
 from postway.domain.addresses import domain_of
 from postway.domain.channel_guide import explain
 from postway.domain.states import ChannelName
 from postway.domain.throttle import parse_limits
-from postway.errors import ChannelError, Conflict, InvalidInput, NotFound
+from postway.errors import InvalidInput, NotFound
 from postway.store import channel_settings as cs
 from postway.store import identities as ids
 from postway.store import messages as msgs
 from postway.store.models import Organisation, Suppression
+from postway.web import verification
+from postway.web.channel_choice import check_relay, current_channel, save_channel
 from postway.web.deps import Admin, Caller, RuntimeDep
 from postway.web.schemas import (
     AcceptedDelivery,
@@ -90,23 +91,7 @@ async def delete_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> Resp
 @router.post("/identities/{identity_id}/verify", status_code=202)
 async def send_verification(identity_id: str, who: Caller, rt: RuntimeDep) -> dict[str, str]:
     """Mail a confirmation link to the identity's address (through Postway's own servers)."""
-    async with rt.db.session() as s, s.begin():
-        row, token = await ids.start_verification(s, who, identity_id)
-        link = f"{rt.public_url}/verify/{token}"
-        await submit_system_message(
-            s,
-            rt.settings,
-            org_id=who.org_id,
-            user_id=who.user_id,
-            to=row.email,
-            subject="Confirm your sending address",
-            text=(
-                f"Someone asked to send email as {row.name} <{row.email}> through Postway.\n\n"
-                f"If that was you, confirm the address by opening this link:\n\n{link}\n\n"
-                "If it was not you, ignore this message; nothing will be sent as you."
-            ),
-        )
-    rt.wake_worker()
+    row = await verification.send_verification(rt, who, identity_id)
     return {"status": "sent", "email": row.email}
 
 
@@ -114,14 +99,8 @@ async def send_verification(identity_id: str, who: Caller, rt: RuntimeDep) -> di
 
 
 async def _channel_view(rt: RuntimeDep, who: Caller) -> ChannelOut:
-    async with rt.db.session() as s, s.begin():
-        row = await cs.user_setting(s, who)
-        source = "user"
-        if row is None:
-            row = await cs.team_setting(s, who.org_id)
-            source = "team" if row is not None else "default"
-    name = ChannelName(row.channel) if row else ChannelName.MANAGED
-    return ChannelOut.of(row, source, explain(name))
+    view = await current_channel(rt, who)
+    return ChannelOut.of(view.setting, view.source, explain(view.channel))
 
 
 @router.get("/delivery-channel", response_model=ChannelOut)
@@ -129,39 +108,19 @@ async def get_channel(who: Caller, rt: RuntimeDep) -> ChannelOut:
     return await _channel_view(rt, who)
 
 
-async def _save_channel(rt: RuntimeDep, body: ChannelIn, org_id: str, user_id: str | None) -> None:
-    channel = cs.parse_channel(body.channel)
-    if channel is ChannelName.GMAIL:
-        raise Conflict("connect a Gmail account before choosing the gmail channel")
-    async with rt.db.session() as s, s.begin():
-        if user_id is None:
-            previous = await cs.team_setting(s, org_id)
-        else:
-            previous = await s.scalar(
-                select(cs.ChannelSetting).where(
-                    cs.ChannelSetting.org_id == org_id, cs.ChannelSetting.user_id == user_id
-                )
-            )
-        relay = None
-        if body.smtp is not None:
-            relay = cs.validate_relay(body.smtp.model_dump(), previous)
-            try:
-                await resolve_relay(str(relay["host"]), 0, rt.settings.allow_private_relays)
-            except ChannelError as exc:
-                raise InvalidInput(f"smtp.host: {exc}", field="smtp.host") from exc
-        await cs.save_setting(s, rt.box, org_id, user_id, channel, relay)
-
-
 @router.put("/delivery-channel", response_model=ChannelOut)
 async def put_channel(body: ChannelIn, who: Caller, rt: RuntimeDep) -> ChannelOut:
-    await _save_channel(rt, body, who.org_id, who.user_id)
+    smtp = body.smtp.model_dump() if body.smtp else None
+    await save_channel(rt, who.org_id, who.user_id, body.channel, smtp)
     return await _channel_view(rt, who)
 
 
 @router.put("/team/delivery-channel", response_model=ChannelOut)
 async def put_team_channel(body: ChannelIn, who: Admin, rt: RuntimeDep) -> ChannelOut:
     """The organisation's team channel, used by members who have not chosen their own."""
-    await _save_channel(rt, body, who.org_id, None)
+    await save_channel(
+        rt, who.org_id, None, body.channel, body.smtp.model_dump() if body.smtp else None
+    )
     async with rt.db.session() as s, s.begin():
         row = await cs.team_setting(s, who.org_id)
     name = ChannelName(row.channel) if row else ChannelName.MANAGED
@@ -171,26 +130,7 @@ async def put_team_channel(body: ChannelIn, who: Admin, rt: RuntimeDep) -> Chann
 @router.post("/delivery-channel/smtp/test", response_model=RelayTestOut)
 async def test_relay(who: Caller, rt: RuntimeDep, body: SmtpIn | None = None) -> RelayTestOut:
     """Connect, negotiate TLS and authenticate; says which step failed, in words."""
-    async with rt.db.session() as s, s.begin():
-        row = await cs.user_setting(s, who)
-        if body is not None and body.host:
-            data = cs.validate_relay(body.model_dump(), row)
-            password = data["password"]
-            if password is None and data["keep_password"] and row and row.smtp_password_enc:
-                password = rt.box.decrypt(row.smtp_password_enc)
-            relay = cs.SmtpRelay(
-                host=str(data["host"]),
-                port=int(data["port"]),  # type: ignore[call-overload]
-                security=str(data["security"]),
-                username=data["username"],  # type: ignore[arg-type]
-                password=password,  # type: ignore[arg-type]
-                auth=str(data["auth"]),
-            )
-        elif row is not None and row.smtp_host:
-            relay = cs.relay_of(row, rt.box)
-        else:
-            raise InvalidInput("smtp: no relay is configured; give one to test", field="smtp")
-    result = await SmtpChannel(relay, rt.settings).check()
+    result = await check_relay(rt, who, body.model_dump() if body and body.host else None)
     return RelayTestOut(ok=result.ok, step=result.step, message=result.message)
 
 
