@@ -15,12 +15,12 @@ from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import func, select
+from test_cli import cli_env, run
 
 from postway.delivery.submit import SendRequest, submit_message
 from postway.store.identities import create_identity, mark_verified
 from postway.store.models import Delivery
 from postway.store.users import create_user, principal_of
-from test_cli import cli_env, run
 
 
 def worker_env(env, tmp_path: Path, sink_port: int, **extra: str) -> dict[str, str]:
@@ -47,6 +47,15 @@ def start_worker(wenv: dict[str, str]) -> subprocess.Popen[bytes]:
         env=wenv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+    )
+
+
+def start_web(wenv: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "postway", "web", "--port", str(port)],
+        env=wenv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -160,12 +169,7 @@ async def test_killed_web_process_keeps_accepted_mail(env, smtp_server, tmp_path
     from peers.smtp import free_port
 
     port = free_port()
-    web = subprocess.Popen(
-        [sys.executable, "-m", "postway", "web", "--port", str(port)],
-        env=wenv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    web = start_web(wenv, port)
     import httpx
 
     try:
