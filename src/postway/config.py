@@ -79,6 +79,27 @@ class Settings(BaseSettings):
     )
     smtp_ca_file: str = Field("", description="Extra CA bundle trusted for SMTP TLS.")
     log_level: str = Field("INFO", description="Logging level.")
+    log_format: str = Field(
+        "json", description="`json` (one object per line, with delivery ids) or `text`."
+    )
+    metrics_token: str = Field(
+        "",
+        description="Bearer token for /metrics; when empty, /metrics answers loopback "
+        "clients only.",
+    )
+    # -- bounce intake (postway bounce-server, or `serve --bounce-port`) --
+    bounce_max_bytes: int = Field(
+        10 * 1024 * 1024,
+        description="Largest message the bounce intake accepts (advertised as SIZE), in bytes.",
+    )
+    bounce_max_connections: int = Field(
+        50, description="Concurrent SMTP connections the bounce intake serves; more get 421."
+    )
+    feedback_address: str = Field(
+        "",
+        description="Address the intake also accepts, for ARF complaint reports from feedback "
+        "loops (e.g. `fbl@` the bounce domain); empty: none.",
+    )
 
     @field_validator("data_dir")
     @classmethod
