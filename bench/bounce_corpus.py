@@ -1,0 +1,138 @@
+"""Agreement of postway's bounce parser with the reference classifier over the corpus.
+
+    .venv/bin/python bench/bounce_corpus.py [CORPUS_DIR] [--misses]
+
+Prints agreement on reason, hard/soft and recipient (first result per file, then every
+recipient), a confusion matrix by reason, a table by sending system and the parse rate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from postway.bounces import parse_bounce  # noqa: E402
+from postway.bounces.model import BounceReport  # noqa: E402
+
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "bounces"
+# The reference classifier's stand-in when an email names no recipient at all.
+_PLACEHOLDER = "undisclosed-recipient-in-headers@libsisimai.org.invalid"
+
+
+def load_expected(corpus: Path) -> list[dict[str, Any]]:
+    with (corpus / "expected.jsonl").open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def same_recipient(expected: str | None, got: str | None) -> bool:
+    if expected in (None, _PLACEHOLDER):
+        return got is None or got == expected
+    return (got or "").lower() == expected.lower()
+
+
+def evaluate(corpus: Path) -> dict[str, Any]:
+    """Parse every file; return per-file comparison rows and the parse time."""
+    rows = []
+    elapsed = 0.0
+    for exp in load_expected(corpus):
+        raw = (corpus / exp["file"]).read_bytes()
+        started = time.perf_counter()
+        report: BounceReport = parse_bounce(raw)
+        elapsed += time.perf_counter() - started
+        got = report.results
+        first = got[0] if got else None
+        per_rcpt = []
+        for i, want in enumerate(exp["results"]):
+            mine = got[i] if i < len(got) else None
+            per_rcpt.append((want, mine))
+        rows.append({"exp": exp, "first": first, "kind": report.kind, "per": per_rcpt})
+    return {"rows": rows, "elapsed": elapsed}
+
+
+def pct(n: int, d: int) -> str:
+    return f"{n}/{d} = {100.0 * n / d:.1f}%" if d else "n/a"
+
+
+def table(headers: list[str], body: list[list[Any]]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in body]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summarize(result: dict[str, Any]) -> dict[str, float]:
+    rows = result["rows"]
+    n = len(rows)
+    reason = sum(1 for r in rows if r["first"] and r["first"].reason == r["exp"]["reason"])
+    hard = sum(1 for r in rows if bool(r["first"] and r["first"].hard) == r["exp"]["hardbounce"])
+    rcpt = sum(1 for r in rows
+               if same_recipient(r["exp"]["recipient"], r["first"] and r["first"].recipient))
+    pairs = [p for r in rows for p in r["per"]]
+    p_reason = sum(1 for w, m in pairs if m and m.reason == w["reason"])
+    p_hard = sum(1 for w, m in pairs if bool(m and m.hard) == w["hardbounce"])
+    p_rcpt = sum(1 for w, m in pairs if same_recipient(w["recipient"], m and m.recipient))
+    return {"files": n, "reason": reason, "hard": hard, "recipient": rcpt, "pairs": len(pairs),
+            "p_reason": p_reason, "p_hard": p_hard, "p_rcpt": p_rcpt}
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if not a.startswith("--")]
+    corpus = Path(args[0]) if args else DEFAULT_CORPUS
+    result = evaluate(corpus)
+    rows = result["rows"]
+    s = summarize(result)
+    print(f"Bounce corpus: {corpus} ({s['files']} emails, {s['pairs']} recipients)\n")
+    print(table(["measure", "first result per file", "every recipient"], [
+        ["reason", pct(s["reason"], s["files"]), pct(s["p_reason"], s["pairs"])],
+        ["hard/soft", pct(s["hard"], s["files"]), pct(s["p_hard"], s["pairs"])],
+        ["recipient", pct(s["recipient"], s["files"]), pct(s["p_rcpt"], s["pairs"])],
+    ]))
+
+    confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in rows:
+        confusion[r["exp"]["reason"]][r["first"].reason if r["first"] else "(none)"] += 1
+    body = []
+    for want in sorted(confusion, key=lambda k: -sum(confusion[k].values())):
+        got = confusion[want]
+        wrong = ", ".join(f"{k} {v}" for k, v in got.most_common() if k != want)
+        body.append([want, sum(got.values()), got[want], wrong or "-"])
+    print("\nConfusion by expected reason (first result per file)\n")
+    print(table(["expected", "files", "agree", "classified instead as"], body))
+
+    engines: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for r in rows:
+        e = engines[r["exp"]["engine"]]
+        e[0] += 1
+        e[1] += bool(r["first"] and r["first"].reason == r["exp"]["reason"])
+        e[2] += bool(r["first"] and r["first"].hard) == r["exp"]["hardbounce"]
+        e[3] += same_recipient(r["exp"]["recipient"], r["first"] and r["first"].recipient)
+    print("\nBy sending system\n")
+    print(table(["engine", "files", "reason", "hard/soft", "recipient"], [
+        [k, v[0], v[1], v[2], v[3]] for k, v in sorted(engines.items(), key=lambda kv: -kv[1][0])
+    ]))
+
+    rate = s["files"] / result["elapsed"] if result["elapsed"] else float("inf")
+    print(f"\nParse speed: {s['files']} emails in {result['elapsed']:.3f} s = {rate:.0f} /s")
+
+    if "--misses" in argv:
+        print("\nMisses (file: expected -> got)\n")
+        for r in rows:
+            f, exp = r["first"], r["exp"]
+            if not f or f.reason != exp["reason"] or not same_recipient(exp["recipient"],
+                                                                      f.recipient):
+                got = f"{f.reason} {f.status} {f.recipient}" if f else "(none)"
+                print(f"{exp['file']}: {exp['reason']} {exp['status']} {exp['recipient']}"
+                      f" -> {got} [{r['kind']}]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,170 @@
+"""RFC 3464 delivery status notifications: per-recipient fields and the returned headers.
+
+Also reads DSN-style field blocks ("Final-Recipient:", "Status:", ...) that some MTAs put in a
+text/plain body instead of a message/delivery-status part.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from postway.bounces.mime import content_type, first_address, leaf_parts, part_text, walk
+
+_FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
+_RECIPIENT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
+
+
+@dataclass(frozen=True)
+class DsnRecipient:
+    """One per-recipient block of a DSN, values as written (type prefixes stripped)."""
+
+    recipient: str | None
+    action: str | None
+    status: str | None
+    diagnostic: str
+    diagnostic_type: str | None  # "smtp", "x-unix", ... from "Diagnostic-Code: TYPE; text"
+    remote_mta: str | None
+
+
+def field_blocks(text: str) -> list[dict[str, str]]:
+    """Blank-line separated header-like blocks; continuation lines are unfolded.
+
+    A repeated field keeps its first value (RFC 3464 allows each once per block).
+    """
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current, last = {}, None
+            continue
+        if line[:1] in (" ", "\t") and last:
+            current[last] = f"{current[last]} {line.strip()}"
+            continue
+        m = _FIELD_RE.match(line)
+        if m:
+            last = m.group(1).lower()
+            if last in current:
+                last = None  # ignore the repeat and its continuation lines
+            else:
+                current[last] = m.group(2).strip()
+        else:
+            last = None
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _typed(value: str | None) -> tuple[str | None, str]:
+    """Split "TYPE; value" (the DSN convention) into its two halves."""
+    if not value:
+        return None, ""
+    kind, sep, rest = value.partition(";")
+    if sep and kind.strip() and " " not in kind.strip():
+        return kind.strip().lower(), rest.strip()
+    return None, value.strip()
+
+
+def recipients_from_blocks(blocks: list[dict[str, str]]) -> list[DsnRecipient]:
+    """Per-recipient blocks in report order (blocks naming no recipient are skipped)."""
+    found: list[DsnRecipient] = []
+    for block in blocks:
+        address = None
+        for name in _RECIPIENT_FIELDS:
+            _, value = _typed(block.get(name))
+            address = first_address(value) if value else None
+            if address:
+                break
+        if not address and not ("action" in block and "status" in block):
+            continue
+        dtype, diagnostic = _typed(block.get("diagnostic-code"))
+        _, remote = _typed(block.get("remote-mta"))
+        found.append(DsnRecipient(
+            recipient=address,
+            action=(block.get("action") or "").split()[0].lower() if block.get("action") else None,
+            status=(block.get("status") or "").strip() or None,
+            diagnostic=diagnostic,
+            diagnostic_type=dtype,
+            remote_mta=remote or None,
+        ))
+    return found
+
+
+def _status_part_text(part: Message) -> str:
+    """The text of a message/delivery-status part, however the parser stored it."""
+    payload = part.get_payload()
+    if isinstance(payload, list):  # compat32 parses each block as a header-only message
+        blocks = []
+        for sub in payload:
+            if isinstance(sub, Message):
+                blocks.append("\n".join(f"{k}: {v}" for k, v in sub.items()))
+        return "\n\n".join(blocks)
+    return part_text(part)
+
+
+def delivery_status_text(msg: Message) -> str | None:
+    """The concatenated text of all message/delivery-status parts, or None if there is none."""
+    texts = [
+        _status_part_text(p)
+        for p in walk(msg)
+        if content_type(p) in ("message/delivery-status", "message/global-delivery-status")
+    ]
+    return "\n\n".join(texts) if texts else None
+
+
+def parse_dsn(msg: Message) -> list[DsnRecipient]:
+    """Per-recipient results of the message's delivery-status parts ([] when none)."""
+    text = delivery_status_text(msg)
+    if text is None:
+        return []
+    return recipients_from_blocks(field_blocks(text))
+
+
+def returned_headers(msg: Message) -> Message | None:
+    """The headers of the returned message (message/rfc822 or text/rfc822-headers part)."""
+    for part in walk(msg):
+        ctype = content_type(part)
+        if ctype in ("message/rfc822", "message/global"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                return payload[0]
+        if ctype == "text/rfc822-headers":
+            from postway.bounces.mime import parse_message
+
+            return parse_message(part_text(part).encode("utf-8", "replace"))
+    return None
+
+
+def human_text(msg: Message) -> str:
+    """The human-readable text of the report: text parts outside any returned message."""
+    plain: list[str] = []
+    html: list[str] = []
+    for part, inside in leaf_parts(msg):
+        if inside:
+            continue
+        ctype = content_type(part)
+        broken = ctype.startswith(("multipart/", "message/")) and isinstance(
+            part.get_payload(), str)  # a multipart whose boundary never came: read it as text
+        if broken or ctype == "text/plain" or (ctype.startswith("text/") and ctype not in (
+                "text/html", "text/rfc822-headers")):
+            plain.append(part_text(part))
+        elif ctype == "text/html":
+            html.append(_strip_html(part_text(part)))
+    return "\n".join(plain) if plain else "\n".join(html)
+
+
+_BLOCK_TAG_RE = re.compile(r"<(?:br|p|div|tr|li)\b[^>]{0,2000}>", re.IGNORECASE)
+_TAG_RE = re.compile(r"<[^>]{0,2000}>")
+_ENTITY = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&#39;": "'"}
+
+
+def _strip_html(html: str) -> str:
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
+    text = _TAG_RE.sub(" ", _BLOCK_TAG_RE.sub("\n", text))
+    for entity, char in _ENTITY.items():
+        text = text.replace(entity, char)
+    return text

@@ -1,0 +1,150 @@
+"""Bounces that are not RFC 3464: the prose formats of qmail, Exim, old Sendmail and Postfix,
+Exchange, Gmail, Yahoo, Lotus Notes, DragonFly and friends.
+
+They share a shape: an explanation, the failed address(es) each followed by the remote server's
+words, then a marker and the returned message. So rather than one parser per MTA, this module
+finds that shape: cut the returned message off, find the addresses, and give each the text that
+follows it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from postway.bounces.mime import ADDRESS_RE as _ADDRESS_RE
+
+# Lines that start the returned message (or its headers) in prose bounces.
+_ORIGINAL_RE = re.compile(
+    r"^[ \t>]*(?:"
+    r"-+ ?(?:below this line is a copy|this is a copy|original message|the original message"
+    r"|returned message|original message follows|headers of the original|message headers follow"
+    r"|unsent message below|undelivered message)"
+    r"|-*\s*(?:original message follows|original message headers?|message headers follow"
+    r"|the headers of the message follow|the text you sent follows|unsent message below"
+    r"|\*+ ?original message)"
+    r"|-+ ?(?:begin|start) (?:of )?(?:returned|original) message"
+    r"|(?:return-path|received|x-received|dkim-signature|message-id|x-original-to|delivered-to)"
+    r": ?.+\n(?:[ \t].*\n)*(?:[A-Za-z-]+: ?.*\n)"
+    r")",
+    re.IGNORECASE | re.MULTILINE,
+)
+_COMMANDS = (
+    (re.compile(r"rcpt to|\brcpt\b|recipient command|end of rcpt", re.I), "RCPT"),
+    (re.compile(r"mail from|\bmail\b|sender command", re.I), "MAIL"),
+    (re.compile(r"end of data|final data|\bdata\b|message body|after sending message", re.I),
+     "DATA"),
+    (re.compile(r"\b(?:ehlo|helo|hello)\b|my name", re.I), "HELO"),
+    (re.compile(r"initial connection|greeting|banner|connect", re.I), "CONN"),
+)
+# The places MTAs name the command that a remote reply answered.
+_COMMAND_CONTEXT_RE = re.compile(
+    r"in\s+reply\s+to\s+(?:the\s+)?([a-z]+(?:\s+(?:to|from|of))?(?:\s+data)?)\s+command"
+    r"|after\s+((?:pipelined\s+)?(?:rcpt\s+to|mail\s+from|end\s+of\s+data|data|rcpt|mail"
+    r"|initial\s+connection|ehlo|helo|sending\s+message))\b"
+    r"|^\s*>>>\s*(rcpt|mail|data|ehlo|helo)\b"
+    r"|did\s+not\s+like\s+our\s+((?:final\s+)?(?:rcpt\s+to|mail\s+from|data)|rcpt|mail)"
+    r"|progress\s+was\s+(rcpt\s+to|mail\s+from|data)\s+response"
+    r"|connected\s+to\s+.{1,80}\s+but\s+(sender|my\s+name|recipient)\b"
+    r"|(?:does\s+not|doesn't|didn't)\s+like\s+(recipient|sender)\b"
+    r"|smtp:(rcpt|mail|data|ehlo|helo)\b"
+    r"|smtp\s+command\W+(rcpt|mail|data|ehlo|helo)\b"
+    r"|(?:while|during|when)\s+(?:sending|executing|issuing)\s+(?:the\s+)?(rcpt\s+to|mail"
+    r"\s+from|data|helo|ehlo)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_NOT_RECIPIENT_RE = re.compile(
+    r"^(?:mailer-daemon|postmaster|noreply|no-reply|mail-daemon|root|abuse|bounce[s]?|"
+    r"daemon|mail_delivery|maildelivery|mdaemon|nobody)@", re.IGNORECASE)
+
+
+# Addresses right after these words are the sender or an alias, not a failed recipient.
+_NOT_FAILED_CONTEXT_RE = re.compile(
+    r"(?:mail from:?|envelope-from|generated from|return-path:|sender:?)\s*<?\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class ProseRecipient:
+    recipient: str
+    text: str  # the words about this recipient (or the whole report when undivided)
+
+
+def error_text(text: str) -> str:
+    """The report's own words: everything before the returned message starts."""
+    m = _ORIGINAL_RE.search(text)
+    return text[: m.start()] if m and m.start() > 0 else text
+
+
+def smtp_command(text: str) -> str | None:
+    """The SMTP command the failure answered (RCPT, MAIL, DATA, HELO, CONN), if stated.
+
+    When a transcript shows several commands, the last one before the error counts.
+    """
+    found: str | None = None
+    for m in _COMMAND_CONTEXT_RE.finditer(text[:32_000]):
+        words = next((g for g in m.groups() if g), "")
+        for pattern, name in _COMMANDS:
+            if pattern.search(words):
+                found = name
+                break
+    return found
+
+
+# SMTP verbs as MTAs write them in transcripts and diagnostics: upper case, standing alone.
+_LITERAL_COMMANDS = (
+    ("HELO", "HELO"), ("EHLO", "EHLO"), ("STARTTLS", "STARTTLS"), ("AUTH ", "AUTH"),
+    ("MAIL F", "MAIL"), ("RCPT", "RCPT"), ("DATA", "DATA"), ("QUIT", "QUIT"),
+)
+_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ@._-")
+
+
+def literal_command(text: str) -> str | None:
+    """The latest-stage SMTP verb named in upper case in `text` (as in "550 ... in RCPT"),
+    ignoring verbs that are part of a word, an address or a host name (DATABASE@, EHLO.NET)."""
+    text = text[:32_000]
+    found: str | None = None
+    for verb, name in _LITERAL_COMMANDS:
+        start = 0
+        while True:
+            at = text.find(verb, start)
+            if at < 0:
+                break
+            start = at + 1
+            before = text[at - 1] if at else " "
+            end = at + len(verb)
+            after = text[end] if end < len(text) else " "
+            if verb[-1] != " " and (before in _ALNUM or after in _ALNUM):
+                continue
+            found = name
+            break
+    return found
+
+
+def prose_recipients(text: str, exclude: set[str]) -> list[ProseRecipient]:
+    """Failed addresses found in a prose report, each with the text that concerns it:
+    from its first mention to the next address's first mention (report order kept)."""
+    first: dict[str, int] = {}
+    for m in _ADDRESS_RE.finditer(text):
+        address = m.group(0).strip(".").lower()
+        if address in first or address in exclude or _NOT_RECIPIENT_RE.match(address):
+            continue
+        if _NOT_FAILED_CONTEXT_RE.search(text, max(0, m.start() - 40), m.start()):
+            continue
+        # A transcript line such as ">>> RCPT To:<addr>" names the command before the address.
+        line_start = text.rfind("\n", max(0, m.start() - 200), m.start()) + 1
+        start = line_start if line_start > 0 or m.start() < 200 else m.start()
+        previous = max(first.values(), default=-1)
+        first[address] = start if start > previous else m.start()
+    if not first:
+        return []
+    found = list(first.items())
+    if len(found) == 1:
+        # The words after the address concern it; the preamble is boilerplate.
+        address, start = found[0]
+        tail = text[start:]
+        return [ProseRecipient(address, tail if len(tail.strip()) > len(address) + 3 else text)]
+    results = []
+    for i, (address, start) in enumerate(found):
+        end = found[i + 1][1] if i + 1 < len(found) else len(text)
+        results.append(ProseRecipient(address, text[start:end]))
+    return results

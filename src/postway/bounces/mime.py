@@ -1,0 +1,123 @@
+"""Defensive MIME helpers: bounces are often malformed, and nothing here may raise."""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import re
+from collections.abc import Iterator
+from email.message import Message
+
+# Bounded repeats keep the scan linear on hostile input (RFC 5321 limits: 64 and 255).
+ADDRESS_RE = re.compile(
+    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}",
+    re.ASCII,
+)
+_MAX_DEPTH = 40  # deeper nesting than this is an attack, not mail
+
+
+def parse_message(raw: bytes) -> Message:
+    """Parse bytes with the lenient compat32 policy (policy.default raises on bad headers)."""
+    # Normalise CRLF so header folding and body searches see one line ending.
+    return email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.compat32)
+
+
+def header(msg: Message, name: str) -> str:
+    """A header's value decoded to text ("" when absent or undecodable)."""
+    try:
+        value = msg.get(name)
+        if value is None:
+            return ""
+        if isinstance(value, email.header.Header):
+            value = str(value)
+        parts = email.header.decode_header(str(value))
+        out = []
+        for chunk, charset in parts:
+            if isinstance(chunk, bytes):
+                out.append(_decode_bytes(chunk, charset))
+            else:
+                out.append(chunk)
+        return " ".join(s.strip() for s in out if s).strip()
+    except Exception:  # noqa: BLE001 - malformed encoded-words must not stop parsing
+        return str(msg.get(name, "") or "")
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    for cs in (charset, "utf-8"):
+        if not cs:
+            continue
+        try:
+            return data.decode(cs)
+        except (LookupError, UnicodeDecodeError, ValueError):
+            continue
+    return data.decode("latin-1")
+
+
+def content_type(part: Message) -> str:
+    """The lower-cased content type; a malformed value counts as text/plain."""
+    try:
+        ctype = part.get_content_type()
+    except Exception:  # noqa: BLE001
+        return "text/plain"
+    return ctype.split()[0] if ctype else "text/plain"
+
+
+def part_text(part: Message) -> str:
+    """A leaf part's body as text: transfer-decoded, charset-decoded with fallbacks."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001
+        payload = None
+    if payload is None:
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # noqa: BLE001
+        charset = None
+    return _decode_bytes(payload, charset)
+
+
+def walk(msg: Message, depth: int = 0) -> Iterator[Message]:
+    """Depth-first parts, like Message.walk() but bounded in depth."""
+    yield msg
+    if depth >= _MAX_DEPTH or not msg.is_multipart():
+        return
+    payload = msg.get_payload()
+    if isinstance(payload, list):
+        for sub in payload:
+            if isinstance(sub, Message):
+                yield from walk(sub, depth + 1)
+
+
+def leaf_parts(msg: Message) -> Iterator[tuple[Message, bool]]:
+    """Leaf parts with a flag telling whether they sit inside a returned message."""
+    yield from _leaves(msg, False, 0)
+
+
+def _leaves(msg: Message, inside: bool, depth: int) -> Iterator[tuple[Message, bool]]:
+    if depth >= _MAX_DEPTH:
+        return
+    ctype = content_type(msg)
+    payload = msg.get_payload() if msg.is_multipart() else None
+    if isinstance(payload, list):
+        nested = inside or ctype in ("message/rfc822", "message/global")
+        for sub in payload:
+            if isinstance(sub, Message):
+                yield from _leaves(sub, nested, depth + 1)
+        return
+    yield msg, inside
+
+
+def addresses(text: str) -> list[str]:
+    """Email addresses in `text`, in order, lower-cased, de-duplicated."""
+    seen: dict[str, None] = {}
+    for m in ADDRESS_RE.finditer(text):
+        seen.setdefault(m.group(0).strip(".").lower(), None)
+    return list(seen)
+
+
+def first_address(text: str) -> str | None:
+    found = addresses(text)
+    return found[0] if found else None

@@ -1,0 +1,47 @@
+"""Agreement with the reference classifier over the shared corpus (skipped if it is absent).
+
+The floors sit a little under what the parser reaches today, so a change that makes things
+worse fails here; raise them when the parser gets better.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+CORPUS = ROOT.parent / "shared" / "corpora" / "bounces"
+
+pytestmark = pytest.mark.skipif(
+    not (CORPUS / "expected.jsonl").exists(), reason="bounce corpus not available"
+)
+
+REASON_FLOOR = 0.75
+HARD_FLOOR = 0.91
+RECIPIENT_FLOOR = 0.94
+
+
+@pytest.fixture(scope="module")
+def summary() -> dict[str, float]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bounce_corpus
+    finally:
+        sys.path.pop(0)
+    return bounce_corpus.summarize(bounce_corpus.evaluate(CORPUS))
+
+
+def test_reason_agreement(summary: dict[str, float]) -> None:
+    assert summary["reason"] / summary["files"] >= REASON_FLOOR
+    assert summary["p_reason"] / summary["pairs"] >= REASON_FLOOR
+
+
+def test_hard_soft_agreement(summary: dict[str, float]) -> None:
+    assert summary["hard"] / summary["files"] >= HARD_FLOOR
+    assert summary["p_hard"] / summary["pairs"] >= HARD_FLOOR
+
+
+def test_recipient_agreement(summary: dict[str, float]) -> None:
+    assert summary["recipient"] / summary["files"] >= RECIPIENT_FLOOR
