@@ -168,3 +168,15 @@ def _strip_html(html: str) -> str:
     for entity, char in _ENTITY.items():
         text = text.replace(entity, char)
     return text
+
+
+def reporting_mta(msg: Message) -> str | None:
+    """The Reporting-MTA host of a DSN (the system that wrote the report), if stated."""
+    text = delivery_status_text(msg)
+    if not text:
+        return None
+    for block in field_blocks(text):
+        _, value = _typed(block.get("reporting-mta"))
+        if value:
+            return value
+    return None

@@ -113,7 +113,7 @@ def literal_command(text: str) -> str | None:
             before = text[at - 1] if at else " "
             end = at + len(verb)
             after = text[end] if end < len(text) else " "
-            if verb[-1] != " " and (before in _ALNUM or after in _ALNUM):
+            if before in _ALNUM or (" " not in verb and after in _ALNUM):
                 continue
             found = name
             break

@@ -12,8 +12,10 @@ from postway.bounces.dsn import (
     human_text,
     parse_dsn,
     recipients_from_blocks,
+    reporting_mta,
     returned_headers,
 )
+from postway.bounces.engines import engine_reason
 from postway.bounces.feedback import is_auto_reply, parse_arf, parse_ses
 from postway.bounces.formats import (
     ProseRecipient,
@@ -26,6 +28,7 @@ from postway.bounces.mime import addresses, first_address, header, parse_message
 from postway.bounces.model import BounceReport, BounceResult
 from postway.bounces.providers import provider_reason
 from postway.domain.bounce_reasons import (
+    RETRY_REASONS,
     ReplyClass,
     classify_reply,
     find_code,
@@ -104,26 +107,48 @@ def _from_dsn(
     prose = {p.recipient: p.text for p in prose_recipients(error_text(body), own)}
     context = error_text(body)
     results: list[BounceResult] = []
+    reporter = reporting_mta(msg)
+    report_text = f"{body}\n{delivery_status_text(msg) or ''}"
     for entry in dsn:
         recipient = entry.recipient or _fallback_recipient(msg)
         words = entry.diagnostic
         nearby = prose.get(recipient or "", context if len(dsn) == 1 else "")
+        if not words.strip() and recipient in prose:
+            words = nearby.strip()[:2000]  # the report says it in prose only
+        elif _MULTILINE_RE.match(words):
+            words = _whole_reply(words, nearby or context)
         command = smtp_command(words) or smtp_command(nearby) or literal_command(words)
         status = _clean_status(entry.status, words)
         dtype = entry.diagnostic_type
-        reason = reason_for(status, words, command, entry.action, diagnostic_type=dtype)
-        known = provider_reason(recipient, entry.remote_mta, words or nearby, status)
-        reason = known or reason
+        preset = engine_reason(msg, words or nearby, status, report_text)
+        known = "" if preset and preset not in RETRY_REASONS else provider_reason(
+            recipient, entry.remote_mta, words or nearby, status, command, reporter)
+        reason = known or reason_for(status, words, command, entry.action,
+                                     diagnostic_type=dtype, preset=preset)
         if reason in ("onhold", "undefined") and nearby:
             better = reason_for(status, f"{words}\n{nearby}", command, entry.action,
-                                diagnostic_type=dtype)
+                                diagnostic_type=dtype, preset=preset)
             reason = better if better not in ("onhold", "undefined") else reason
         results.append(BounceResult(
             recipient=recipient, status=status, reason=reason,
-            hard=is_hard(reason, status), diagnostic=words or nearby.strip()[:2000],
+            hard=is_hard(reason, status) and not (entry.action or "").startswith("delayed"),
+            diagnostic=words or nearby.strip()[:2000],
             remote_mta=entry.remote_mta, action=entry.action,
         ))
     return BounceReport(_kind(results, body), results)  # type: ignore[arg-type]
+
+
+_MULTILINE_RE = re.compile(r"\s*([245]\d\d)-")
+_REPLY_LINE_RE = re.compile(r"^[ \t]*(?:<<<[ \t]*)?([245]\d\d)[- ](.*)$", re.MULTILINE)
+
+
+def _whole_reply(first: str, transcript: str) -> str:
+    """A multi-line SMTP reply ("552-5.7.0 ...") that the DSN cut to its first line, joined
+    again from the session transcript in the report's text when it is there."""
+    code = first.strip()[:3]
+    lines = [m.group(2).strip() for m in _REPLY_LINE_RE.finditer(transcript[:50_000])
+             if m.group(1) == code]
+    return f"{code} {' '.join(lines)}" if len(lines) > 1 else first
 
 
 def _clean_status(status: str | None, words: str) -> str | None:
@@ -131,7 +156,7 @@ def _clean_status(status: str | None, words: str) -> str | None:
     from postway.domain.bounce_reasons import derive_status, find_status
 
     found = find_status(status or "")
-    if found and found not in ("5.0.0", "4.0.0"):
+    if found and found not in ("5.0.0", "4.0.0", "4.4.7"):
         return found
     return derive_status(find_code(status or ""), None, words) if not found else (
         find_status(words) or found)
@@ -188,14 +213,20 @@ def _from_prose(msg: Message, body: str, own: set[str]) -> BounceReport:
     results: list[BounceResult] = []
     for item in found[:_MAX_RECIPIENTS]:
         words = item.text
-        c = classify_reply(None, None, words, smtp_command(words) or literal_command(words))
+        c = classify_reply(None, None, words, smtp_command(words) or literal_command(words),
+                           diagnostic_type="")
         if c.reason in ("onhold", "undefined") and words is not text:
             whole = whole or classify_reply(None, None, text, smtp_command(text))
             c = ReplyClass(whole.reason, whole.hard, c.status or whole.status)
         if c.reason in ("onhold", "undefined") and _is_group(item.recipient):
             # A mailing-list host refusing a post refuses the poster, i.e. the sender.
             c = ReplyClass("rejected", False, c.status)
-        known = provider_reason(item.recipient, None, words, c.status)
+        command = smtp_command(words) or literal_command(words)
+        preset = engine_reason(msg, words, c.status, text)
+        known = "" if preset and preset not in RETRY_REASONS else provider_reason(
+            item.recipient, None, words, c.status, command)
+        if preset and not known:
+            known = reason_for(c.status, words, command, diagnostic_type="", preset=preset)
         if known:
             c = ReplyClass(known, is_hard(known, c.status), c.status)
         reason = "expired" if delayed and c.reason in ("onhold", "undefined") else c.reason

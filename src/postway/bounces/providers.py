@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_Rule = Callable[[str, str, str | None], str]  # (raw diagnostic, lower-cased, status) -> reason
+# (raw diagnostic, lower-cased diagnostic, status, SMTP command) -> reason or ""
+_Rule = Callable[[str, str, str | None, str | None], str]
 
 
 def _phrases(table: dict[str, tuple[str, ...]]) -> _Rule:
-    def rule(raw: str, low: str, status: str | None) -> str:
+    def rule(raw: str, low: str, status: str | None, command: str | None) -> str:
         for reason, phrases in table.items():
             if any(p in low for p in phrases):
                 return reason
@@ -42,7 +43,7 @@ _COX_WORDS = _phrases({
 _AUP_RE = re.compile(r"AUP#([A-Za-z0-9]+)")
 
 
-def _cox(raw: str, low: str, status: str | None) -> str:
+def _cox(raw: str, low: str, status: str | None, command: str | None) -> str:
     m = _AUP_RE.search(raw)
     if m:
         code = m.group(1).upper()
@@ -52,7 +53,7 @@ def _cox(raw: str, low: str, status: str | None) -> str:
             return "spamdetected"
         if code in _COX_CODES:
             return _COX_CODES[code]
-    return _COX_WORDS(raw, low, status)
+    return _COX_WORDS(raw, low, status, command)
 
 
 # Spectrum/Charter: "AUP#In-1310" or "AUP#Out-1000"; four-digit codes grouped in ranges.
@@ -66,7 +67,7 @@ _SPECTRUM_RANGES = (
 _SPECTRUM_RE = re.compile(r"AUP#\D{0,8}(\d{4})\b")
 
 
-def _spectrum(raw: str, low: str, status: str | None) -> str:
+def _spectrum(raw: str, low: str, status: str | None, command: str | None) -> str:
     m = _SPECTRUM_RE.search(raw)
     if not m:
         return ""
@@ -86,14 +87,14 @@ _FRANCE_CODES = {
 _FRANCE_RE = re.compile(r"\b(?:lpnaaa|lpn|ofr|ouk)\d{0,3}[_-](\d{3})\b")
 
 
-def _france(raw: str, low: str, status: str | None) -> str:
+def _france(raw: str, low: str, status: str | None, command: str | None) -> str:
     codes = _FRANCE_RE.findall(low)
     if codes:
         return _FRANCE_CODES.get(codes[-1], "")
     return "authfailure" if "spf/dns de votre nom de domaine" in low else ""
 
 
-def _kddi(raw: str, low: str, status: str | None) -> str:
+def _kddi(raw: str, low: str, status: str | None, command: str | None) -> str:
     # au/ezweb answer "550 : User unknown" (no address) from their reception filter, and
     # "550 <addr>: User unknown" for a mailbox that does not exist.
     if "550 : user unknown" in low:
@@ -103,7 +104,7 @@ def _kddi(raw: str, low: str, status: str | None) -> str:
     return ""
 
 
-def _docomo(raw: str, low: str, status: str | None) -> str:
+def _docomo(raw: str, low: str, status: str | None, command: str | None) -> str:
     if status in ("5.1.1", "5.0.911"):
         return "userunknown"
     if status == "5.2.0":
@@ -116,7 +117,7 @@ def _docomo(raw: str, low: str, status: str | None) -> str:
     if status == "5.0.0" and "unknown user" in low:
         # docomo says "Unknown user" at RCPT for a missing mailbox, after DATA for a sender
         # the recipient's settings refuse.
-        return "rejected" if "data" in low[low.find("unknown user"):] else "userunknown"
+        return "rejected" if command == "DATA" else "userunknown" if command == "RCPT" else ""
     return ""
 
 
@@ -200,7 +201,9 @@ _ZOHO = _phrases({
 })
 
 _GSUITE = _phrases({
-    "networkerror": ("dns error:", " responded with code nxdomain", "had no relevant answers"),
+    "notaccept": ("returned null mx", "doesn't receive email"),
+    "networkerror": (" responded with code nxdomain", "had no relevant answers",
+                     "domain name not found"),
 })
 
 _CLOUDFLARE = _phrases({"systemerror": ("upstream error",)})
@@ -231,15 +234,23 @@ def _host(value: str | None) -> str:
 
 
 def provider_reason(recipient: str | None, remote_mta: str | None, diagnostic: str,
-                    status: str | None) -> str:
-    """The reason a known provider's documented code or wording names, else ""."""
+                    status: str | None, command: str | None = None,
+                    reporter: str | None = None) -> str:
+    """The reason a known provider's documented code or wording names, else "".
+
+    The provider is recognised by the recipient's domain, else the remote MTA that answered,
+    else the MTA that wrote the report."""
     if not diagnostic:
         return ""
     domain = (recipient or "").rpartition("@")[2].lower()
-    remote = _host(remote_mta)
+    rule = next((r for r, suffixes in _PROVIDERS
+                 if domain and any(s.endswith(domain) or domain.endswith(s)
+                                   for s in suffixes)), None)
+    for host in (_host(remote_mta), _host(reporter)):
+        if rule is None and host:
+            rule = next((r for r, suffixes in _PROVIDERS
+                         if any(host.endswith(s) for s in suffixes)), None)
+    if rule is None:
+        return ""
     low = " ".join(diagnostic[:8000].lower().split())
-    for rule, suffixes in _PROVIDERS:
-        if (domain and any(s.endswith(domain) for s in suffixes)) or (
-                remote and any(remote.endswith(s) for s in suffixes)):
-            return rule(diagnostic[:8000], low, status)
-    return ""
+    return rule(diagnostic[:8000], low, status, command)

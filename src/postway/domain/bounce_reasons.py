@@ -75,7 +75,7 @@ _PSEUDO_BY_CODE = {str(v): k for k, v in PSEUDO_CODES.items()}
 
 # Reasons a later, better-informed look may overturn (the words may say something sharper).
 RETRY_REASONS = frozenset({"", "undefined", "onhold", "systemerror", "securityerror",
-                           "expired", "networkerror", "hostunknown", "userunknown"})
+                           "networkerror", "hostunknown", "userunknown"})
 # First pass: each reason decided by its status code or its words, in this order (specific
 # account and capacity words before address words, address words before the refusal causes).
 _FIRST_PASS = (
@@ -199,6 +199,8 @@ def _first_pass(reason: str, named: str, low: str, command: str | None, status: 
     if reason == "rejected":
         if named == "rejected":
             return True
+        if command == "MAIL" and "access denied" in low:
+            return True  # refused at MAIL FROM: the sender is what was denied
         if command == "MAIL" or (command == "DATA" and named != "userunknown") or named in (
                 "", "securityerror", "systemerror"):
             return matches("rejected", low)
@@ -250,10 +252,14 @@ def reason_for(
         return "delivered"
     low = _normalise(text)
     named = status_reason(status)
-    dtype = (diagnostic_type or "smtp").lower()
-    if dtype == "smtp":
+    # "" (unstated) is read like an SMTP reply in the first pass, but the words are then
+    # tried again in the second; "unknown" is no registered type, so it counts as unstated.
+    dtype = (diagnostic_type or "").lower()
+    if dtype == "unknown":
+        dtype = ""
+    if dtype in ("smtp", ""):
         for reason in _FIRST_PASS:
-            if _first_pass(reason, named, low, command, status):
+            if reason == preset or _first_pass(reason, named, low, command, status):
                 return reason
     found = _second_pass(named, low, command, action, dtype, status, preset or "")
     if found:
@@ -267,13 +273,13 @@ def reason_for(
 
 def _second_pass(named: str, low: str, command: str | None, action: str | None, dtype: str,
                  status: str, preset: str) -> str:
+    if preset and preset not in ("onhold", "undefined"):
+        return preset
     if named not in RETRY_REASONS and dtype == "smtp":
         return named
     for reason in _SECOND_PASS:
         if matches(reason, low):
             return reason
-    if preset:
-        return preset
     if named:
         return named
     if status[1:4] == ".6.":
@@ -305,7 +311,8 @@ def derive_status(code: int | None, status: str | None, text: str) -> str | None
 
 
 def classify_reply(
-    code: int | None, status: str | None, text: str, command: str | None = None
+    code: int | None, status: str | None, text: str, command: str | None = None,
+    *, diagnostic_type: str | None = "smtp",
 ) -> ReplyClass:
     """Classify an SMTP reply (`code`, enhanced `status`, reply `text`), as met at send time
     or quoted in a DSN. `command` is the SMTP verb the reply answered, when known.
@@ -314,7 +321,7 @@ def classify_reply(
     """
     text = text or ""
     status = derive_status(code, status, text)
-    reason = reason_for(status, text, command)
+    reason = reason_for(status, text, command, diagnostic_type=diagnostic_type)
     if code is not None and 400 <= code < 500 and reason in _HARD_REASONS:
         # A temporary refusal cannot prove the address is bad.
         return ReplyClass(reason=reason, hard=False, status=status)

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.skipif(
     not (CORPUS / "expected.jsonl").exists(), reason="bounce corpus not available"
 )
 
-REASON_FLOOR = 0.75
-HARD_FLOOR = 0.91
-RECIPIENT_FLOOR = 0.94
+REASON_FLOOR = 0.94
+HARD_FLOOR = 0.98
+RECIPIENT_FLOOR = 0.95
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,107 @@
+"""Reasons that a sending system states in its own terms, before any wording heuristics.
+
+Some MTAs label the failure themselves: PowerMTA's X-PowerMTA-BounceCategory header, Exchange
+Online's extended status codes (5.1.10 RESOLVER.ADR.RecipientNotFound, 5.4.316 message expired),
+old Exchange IMS error numbers, and fixed sentences that Lotus Domino, IMail, InterScan,
+au/EZweb and fml print for one condition only. Those labels are more reliable than reading the
+prose, so they decide the reason when present.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+
+from postway.bounces.mime import header
+
+# PowerMTA's bounce categories (its documented acct-file classification).
+_POWERMTA: dict[str, str] = {
+    "bad-mailbox": "userunknown", "bad-domain": "hostunknown", "inactive-mailbox": "suspend",
+    "quota-issues": "mailboxfull", "message-expired": "expired", "no-answer-from-host":
+    "expired", "routing-errors": "systemerror", "spam-related": "spamdetected",
+    "virus-related": "virusdetected", "policy-related": "policyviolation",
+    "relaying-issues": "norelaying", "content-related": "contenterror",
+    "invalid-sender": "rejected", "bad-connection": "networkerror",
+    "protocol-errors": "syntaxerror", "message-too-large": "mesgtoobig",
+}
+
+_POWERMTA_RE = re.compile(r"^X-PowerMTA-BounceCategory:[ \t]*([\w-]{1,40})",
+                          re.IGNORECASE | re.MULTILINE)
+
+# Exchange Online / Office 365 extended codes (documented NDR codes).
+_MICROSOFT_CODES: dict[str, str] = {
+    "5.1.10": "userunknown", "5.1.351": "userunknown", "5.1.0": "userunknown",
+    "5.4.300": "expired", "5.4.316": "expired", "4.4.316": "expired", "5.4.14": "networkerror",
+    "5.7.509": "authfailure", "5.7.515": "authfailure", "5.7.23": "authfailure",
+    "5.7.511": "blocked", "5.7.606": "blocked", "5.7.513": "blocked", "5.2.2": "mailboxfull",
+    "5.2.3": "mesgtoobig", "5.3.4": "mesgtoobig", "5.4.1": "norelaying",
+    "5.7.54": "norelaying", "5.7.57": "securityerror", "5.7.708": "blocked",
+    "5.7.750": "blocked", "5.7.133": "rejected", "5.7.134": "rejected", "5.7.13": "suspend",
+}
+_MICROSOFT_SIGN_RE = re.compile(
+    r"resolver\.adr\.|resolver\.rst\.|routing\.\w|diagnostic information for administrators"
+    r"|generating server:|\bnamprd\d|\.prod\.outlook\.com", re.IGNORECASE)
+
+# Fixed sentences one product prints for one condition.
+_PRODUCT_SENTENCES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Exchange 2000/2003 IMS: "MSEXCH:IMS:... (000C05A6) Unknown Recipient".
+    (re.compile(r"\(000c05a6\) unknown recipient|the recipient name is not recognized"),
+     "userunknown"),
+    (re.compile(r"\(000b099c\) host unknown"), "hostunknown"),
+    # Lotus Notes/Domino.
+    (re.compile(r"not listed in (?:the )?(?:domino directory|public name & address book)"),
+     "userunknown"),
+    # Ipswitch IMail.
+    (re.compile(r"^unknown user: |invalid final delivery userid", re.MULTILINE), "userunknown"),
+    (re.compile(r"user mailbox exceeds allowed size"), "mailboxfull"),
+    # Verizon's MMS gateway (MMSC) for a number with no handset behind it.
+    (re.compile(r"no valid recipients for this mm\b"), "userunknown"),
+    # Trend Micro InterScan.
+    (re.compile(r"please check if address is correct"), "userunknown"),
+    # au (EZweb): recipients refused by the handset's reception filter.
+    (re.compile(r"each of the following recipients was rejected by a remote mail server"),
+     "filtered"),
+)
+
+
+# qmail-remote's own sentences (its trailer "this message has been in the queue too long" only
+# says qmail stopped retrying; the sentence before it is the cause). Only for qmail's reports.
+_QMAIL_SENTENCES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"wasn't able to establish an smtp connection"), "networkerror"),
+    (re.compile(r"unable to contact ldap server"), "systemerror"),
+    (re.compile(r"connected to .{1,80} but my name was rejected"), "blocked"),
+    (re.compile(r"couldn't find any host named"), "hostunknown"),
+    (re.compile(r"couldn't find a mail exchanger or ip address"), "notaccept"),  # no MX, no A
+)
+_QMAIL_RE = re.compile(r"this is the qmail-send program|\(qmail \d+ invoked for bounce\)",
+                       re.IGNORECASE)
+
+
+def _is_qmail(msg: Message, text: str) -> bool:
+    received = " ".join(str(v) for v in (msg.get_all("Received") or [])[:5])
+    return bool(_QMAIL_RE.search(text) or _QMAIL_RE.search(received)
+                or "invoked for bounce" in received)
+
+
+def engine_reason(msg: Message, diagnostic: str, status: str | None, body: str) -> str:
+    """The reason the sending system itself states, or ""."""
+    text = f"{diagnostic}\n{body[:20_000]}"
+    m = _POWERMTA_RE.search(text)
+    category = (m.group(1) if m else header(msg, "X-PowerMTA-BounceCategory")).strip().lower()
+    if category in _POWERMTA:
+        return _POWERMTA[category]
+    if status in _MICROSOFT_CODES and (
+            _MICROSOFT_SIGN_RE.search(text) or header(msg, "X-MS-Exchange-Message-Is-Ndr")
+            or _is_extended(status)):
+        return _MICROSOFT_CODES[status]
+    low = text.lower()
+    sentences = _PRODUCT_SENTENCES + (_QMAIL_SENTENCES if _is_qmail(msg, text) else ())
+    for pattern, reason in sentences:
+        if pattern.search(low):
+            return reason
+    return ""
+
+
+def _is_extended(status: str) -> bool:
+    """Codes with a three-digit detail (5.1.351, 5.4.316) exist only in Microsoft's set."""
+    return len(status.rpartition(".")[2]) >= 3 and status[1:4] != ".0."
