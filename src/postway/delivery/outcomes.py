@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -44,33 +47,42 @@ def _event_detail(d: Delivery, o: Outcome) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An outcome with the context its recording needs."""
+
+    outcome: Outcome
+    setting_id: str | None = None  # the channel settings row to flag on `needs_attention`
+
+
 async def record_outcomes(
     db: Database,
     worker_id: str,
-    outcomes: list[Outcome],
+    items: Sequence[Outcome | Recorded],
     policy: RetryPolicy,
     *,
-    setting_id: str | None = None,
     metrics: Metrics | None = None,
-    channel: str = "",
 ) -> None:
-    """Write outcomes for deliveries this worker still holds; others were taken over after our
-    lease expired and their new holder's result wins (we log and drop ours)."""
-    if not outcomes:
+    """Write outcomes for deliveries this worker still holds, in one transaction; others were
+    taken over after our lease expired and their new holder's result wins (ours is dropped)."""
+    if not items:
         return
+    recorded = [i if isinstance(i, Recorded) else Recorded(i) for i in items]
     now = utcnow()
     async with db.session() as s, s.begin():
         rows = await queue.held(
-            s, worker_id, [o.delivery_id for o in outcomes], postgres=not db.is_sqlite
+            s, worker_id, [r.outcome.delivery_id for r in recorded], postgres=not db.is_sqlite
         )
         by_id = {d.id: d for d in rows}
-        attention: str | None = None
-        for o in outcomes:
+        attention: dict[str, str] = {}
+        for r in recorded:
+            o = r.outcome
             d = by_id.get(o.delivery_id)
             if d is None:
                 log.warning("lease lost for delivery %s; result dropped", o.delivery_id)
                 continue
-            attention = attention or o.needs_attention
+            if o.needs_attention and r.setting_id:
+                attention.setdefault(r.setting_id, o.needs_attention)
             if o.state is DeliveryState.DEFERRED:
                 await _defer(s, d, o, policy, now)
             else:
@@ -92,11 +104,54 @@ async def record_outcomes(
                 },
             )
             if metrics is not None:
-                metrics.outcomes.labels(channel or d.channel, d.state, d.reason or "").inc()
-        if attention and setting_id:
+                metrics.outcomes.labels(d.channel, d.state, d.reason or "").inc()
+        for setting_id, text in attention.items():
             setting = await s.get(ChannelSetting, setting_id)
             if setting is not None:
-                setting.attention = attention
+                setting.attention = text
+
+
+class OutcomeRecorder:
+    """Group commit: outcomes from many concurrent messages are written together, one
+    transaction per flush, instead of one transaction per message."""
+
+    def __init__(
+        self, db: Database, worker_id: str, policy: RetryPolicy, metrics: Metrics | None
+    ) -> None:
+        self.db = db
+        self.worker_id = worker_id
+        self.policy = policy
+        self.metrics = metrics
+        self._pending: list[Recorded] = []
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._run())
+
+    async def add(self, outcomes: list[Outcome], setting_id: str | None) -> None:
+        self._pending.extend(Recorded(o, setting_id) for o in outcomes)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    await record_outcomes(
+                        self.db, self.worker_id, batch, self.policy, metrics=self.metrics
+                    )
+                except Exception:
+                    # unrecorded deliveries stay leased and are retried after the lease
+                    log.exception("recording %d outcomes failed", len(batch))
+            if self._closed and not self._pending:
+                return
+
+    async def close(self) -> None:
+        """Flush everything added so far and stop."""
+        self._closed = True
+        self._ready.set()
+        await self._task
 
 
 def _finish(s: AsyncSession, d: Delivery, o: Outcome, now: datetime) -> None:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postway.channels.base import OutboundMessage, Outcome, Recipient
 from postway.channels.registry import ChannelRegistry, Route
 from postway.config import Settings
-from postway.delivery.outcomes import record_outcomes
+from postway.delivery.outcomes import OutcomeRecorder
 from postway.delivery.retry import RetryPolicy
 from postway.domain.states import (
     REASON_BLOCKED_DOMAIN,
@@ -85,14 +86,28 @@ def throttled(deliveries: list[Delivery], retry_at: datetime, now: datetime) -> 
     ]
 
 
-async def suppressed_among(db: AsyncSession, org_id: str, addresses: list[str]) -> set[str]:
-    lowered = [a.lower() for a in addresses]
-    rows = await db.scalars(
-        select(Suppression.address).where(
-            Suppression.org_id == org_id, Suppression.address.in_(lowered)
+async def suppressed_among(db: AsyncSession, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (org_id, lower-cased address) pairs are suppressed, in one query."""
+    if not pairs:
+        return set()
+    orgs = {o for o, _ in pairs}
+    addresses = {a for _, a in pairs}
+    rows = await db.execute(
+        select(Suppression.org_id, Suppression.address).where(
+            Suppression.org_id.in_(orgs), Suppression.address.in_(addresses)
         )
     )
-    return set(rows)
+    return {(o, a) for o, a in rows.all()} & pairs
+
+
+@dataclass
+class BatchContext:
+    """What the checks need for one claimed batch, read in one transaction."""
+
+    messages: dict[str, Message] = field(default_factory=dict)
+    orgs: dict[str, Organisation] = field(default_factory=dict)
+    suppressed: set[tuple[str, str]] = field(default_factory=set)
+    routes: dict[str, Route | ChannelError] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -104,7 +119,7 @@ class Pipeline:
         worker_id: str,
         metrics: Metrics,
         *,
-        concurrency: int = 50,
+        concurrency: int = 100,
     ) -> None:
         self.db = db
         self.metrics = metrics
@@ -115,36 +130,67 @@ class Pipeline:
         self._slots = asyncio.Semaphore(concurrency)
 
     async def process(self, claimed: list[Delivery]) -> None:
+        """Run a claimed batch: one read for the whole batch, then each message through the
+        steps concurrently, with outcomes written in group commits as they complete."""
         by_message: dict[str, list[Delivery]] = defaultdict(list)
         for d in claimed:
             by_message[d.message_id].append(d)
-        await asyncio.gather(*(self._guarded(mid, ds) for mid, ds in by_message.items()))
+        ctx = await self._load(by_message)
+        recorder = OutcomeRecorder(self.db, self.worker_id, self.policy, self.metrics)
+        try:
+            await asyncio.gather(
+                *(self._guarded(ctx, mid, ds, recorder) for mid, ds in by_message.items())
+            )
+        finally:
+            await recorder.close()
 
-    async def _guarded(self, message_id: str, deliveries: list[Delivery]) -> None:
+    async def _load(self, by_message: dict[str, list[Delivery]]) -> BatchContext:
+        ctx = BatchContext()
+        async with self.db.session() as s, s.begin():
+            rows = await s.scalars(select(Message).where(Message.id.in_(list(by_message))))
+            ctx.messages = {m.id: m for m in rows}
+            org_ids = {m.org_id for m in ctx.messages.values()}
+            orgs = await s.scalars(select(Organisation).where(Organisation.id.in_(org_ids)))
+            ctx.orgs = {o.id: o for o in orgs}
+            pairs = {(d.org_id, d.recipient.lower()) for ds in by_message.values() for d in ds}
+            ctx.suppressed = await suppressed_among(s, pairs)
+            for m in ctx.messages.values():
+                try:
+                    ctx.routes[m.id] = await self.registry.route(s, m)
+                except ChannelError as exc:
+                    ctx.routes[m.id] = exc
+        return ctx
+
+    async def _guarded(
+        self,
+        ctx: BatchContext,
+        message_id: str,
+        deliveries: list[Delivery],
+        recorder: OutcomeRecorder,
+    ) -> None:
         async with self._slots:
             try:
-                await self._message(message_id, deliveries)
+                await self._message(ctx, message_id, deliveries, recorder)
             except Exception:
                 # The lease runs out and the deliveries are retried; nothing is lost.
                 log.exception("pipeline failed for message %s", message_id)
 
-    async def _message(self, message_id: str, deliveries: list[Delivery]) -> None:
-        route: Route | None = None
-        route_error: ChannelError | None = None
-        async with self.db.session() as s, s.begin():
-            message = await s.get(Message, message_id)
-            if message is None:
-                raise RuntimeError(f"delivery points at missing message {message_id}")
-            org = await s.get(Organisation, message.org_id)
-            blocked = list(org.blocked_domains or []) if org else []
-            org_limits = parse_limits(org.throttle) if org and org.throttle else Limits()
-            suppressed = await suppressed_among(
-                s, message.org_id, [d.recipient for d in deliveries]
-            )
-            try:
-                route = await self.registry.route(s, message)
-            except ChannelError as exc:
-                route_error = exc
+    async def _message(
+        self,
+        ctx: BatchContext,
+        message_id: str,
+        deliveries: list[Delivery],
+        recorder: OutcomeRecorder,
+    ) -> None:
+        message = ctx.messages.get(message_id)
+        if message is None:
+            raise RuntimeError(f"delivery points at missing message {message_id}")
+        org = ctx.orgs.get(message.org_id)
+        blocked = list(org.blocked_domains or []) if org else []
+        org_limits = parse_limits(org.throttle) if org and org.throttle else Limits()
+        found = ctx.routes[message_id]
+        route = found if isinstance(found, Route) else None
+        suppressed = {a for o, a in ctx.suppressed if o == message.org_id}
 
         outcomes: list[Outcome] = []
         pending: list[Delivery] = []
@@ -160,16 +206,9 @@ class Pipeline:
             )
             outcomes.extend(waiting)
         if pending:
-            outcomes.extend(await self._deliver(message, pending, route, route_error))
-        await record_outcomes(
-            self.db,
-            self.worker_id,
-            outcomes,
-            self.policy,
-            setting_id=route.setting_id if route else None,
-            metrics=self.metrics,
-            channel=message.channel,
-        )
+            error = found if isinstance(found, ChannelError) else None
+            outcomes.extend(await self._deliver(message, pending, route, error))
+        await recorder.add(outcomes, route.setting_id if route else None)
 
     async def _check_throttle(
         self, message: Message, pending: list[Delivery], limits: Limits

@@ -21,7 +21,7 @@ from postway.errors import Conflict, InvalidInput, TooLarge
 from postway.store.channel_settings import effective_setting
 from postway.store.events import append_event
 from postway.store.identities import get_identity
-from postway.store.models import Delivery, Identity, Message, utcnow
+from postway.store.models import Delivery, Identity, Message, new_id, utcnow
 from postway.store.users import Principal
 
 MAX_RECIPIENTS = 1000
@@ -101,8 +101,12 @@ def _check_channel(channel: ChannelName, identity: Identity) -> None:
 async def submit_message(
     db: AsyncSession, settings: Settings, who: Principal, req: SendRequest
 ) -> tuple[Message, list[Delivery]]:
-    identity = await get_identity(db, who, req.identity_id)
-    channel, setting = await effective_setting(db, identity)
+    with db.no_autoflush:  # pending rows of earlier messages go out together at commit
+        identity = await get_identity(db, who, req.identity_id)
+        cache = db.info.setdefault("effective_channel", {})
+        if identity.id not in cache:  # one lookup per identity per transaction
+            cache[identity.id] = await effective_setting(db, identity)
+    channel, setting = cache[identity.id]
     _check_channel(channel, identity)
     if channel is ChannelName.SMTP and (setting is None or not setting.smtp_host):
         raise Conflict("the smtp channel is chosen but no relay is configured")
@@ -114,6 +118,7 @@ async def submit_message(
         )
     now = utcnow()
     message = Message(
+        id=new_id(),
         org_id=who.org_id,
         user_id=who.user_id,
         identity_id=identity.id,
@@ -127,7 +132,6 @@ async def submit_message(
         created_at=now,
     )
     db.add(message)
-    await db.flush()
     deliveries = []
     seen: set[str] = set()
     for kind, addrs in (("to", draft.to), ("cc", draft.cc), ("bcc", draft.bcc)):
@@ -137,9 +141,9 @@ async def submit_message(
             seen.add(addr.lower())
             deliveries.append(new_delivery(settings, message, addr, kind, now))
     db.add_all(deliveries)
-    await db.flush()
     for d in deliveries:
         append_event(db, d, "queued", channel=channel.value)
+    # ids are made here, not by the database, so everything is written in one flush at commit
     return message, deliveries
 
 
@@ -147,6 +151,7 @@ def new_delivery(
     settings: Settings, message: Message, address: str, kind: str, now: object
 ) -> Delivery:
     return Delivery(
+        id=new_id(),
         message_id=message.id,
         org_id=message.org_id,
         user_id=message.user_id,

@@ -365,13 +365,17 @@ def _header_address(address: str, display_name: str = "") -> Address:
     return Address(display_name=display_name, username=local, domain=domain)
 
 
+_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+_NEEDS_QUOTING = re.compile(rb"[\x80-\xff\x00-\x08\x0b-\x1f]")  # 3 bytes each in QP
+
+
 def _text_cte(text: str) -> str:
     """7bit for short-lined plain ASCII; else the smaller of quoted-printable and base64."""
     data = text.encode("utf-8")
-    plain = all(b == 9 or b == 10 or 32 <= b < 127 for b in data)
+    plain = data.isascii() and _CONTROL.search(data) is None
     if plain and all(len(line) <= 78 for line in data.split(b"\n")):
         return "7bit"
-    high = sum(1 for b in data if b >= 128 or (b < 32 and b not in (9, 10)))
+    high = len(_NEEDS_QUOTING.findall(data))
     # Each such byte costs 3 in quoted-printable; base64 costs 4/3 of everything.
     return "quoted-printable" if len(data) + 2 * high <= len(data) * 4 // 3 else "base64"
 

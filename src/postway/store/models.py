@@ -22,7 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def new_id() -> str:
@@ -178,6 +178,8 @@ class Delivery(Base):
     __table_args__ = (Index("ix_deliveries_due", "due_at"),)
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
+    # Declared so one flush orders inserts (message before deliveries); never loaded.
+    message: Mapped[Message] = relationship(lazy="raise", viewonly=False)
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     recipient: Mapped[str] = mapped_column(String(320))
@@ -207,6 +209,7 @@ class DeliveryEvent(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    delivery: Mapped[Delivery] = relationship(lazy="raise", viewonly=False)
     org_id: Mapped[str] = mapped_column(String(32), index=True)
     type: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16))
