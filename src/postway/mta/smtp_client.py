@@ -268,7 +268,7 @@ class SmtpSession:
         server lacks; ConnectionLost if the connection fails before the final dot; and
         OutcomeUnknown if it fails after it.
         """
-        eightbit = any(b > 127 for b in message)
+        eightbit = not message.isascii()
         if smtputf8 and not self.supports("SMTPUTF8"):
             raise NotSupported(
                 f"{self.host} does not support SMTPUTF8, which this message needs "

@@ -1,0 +1,33 @@
+"""`make bench`: every benchmark in turn, each printing its own table.
+
+    .venv/bin/python bench/run_all.py [--quick]
+
+--quick runs smaller workloads (2,000 messages, 100,000 queued rows) for a fast look.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    runs = [
+        ["bounce_corpus.py"],
+        ["pipelining.py"],
+        ["queue_scale.py", *(["--rows", "100000"] if quick else [])],
+        ["throughput.py", *(["--messages", "2000"] if quick else [])],
+    ]
+    failed = 0
+    for args in runs:
+        print(f"\n## {' '.join(args)}\n", flush=True)
+        failed += subprocess.run([sys.executable, str(HERE / args[0]), *args[1:]]).returncode != 0
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
