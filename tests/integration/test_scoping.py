@@ -67,6 +67,9 @@ async def test_every_endpoint_is_scoped_to_its_owner(env, smtp_server):
     # Alice still sees all of her own, unchanged
     assert (await alice.client.get(f"/api/v1/identities/{iid}")).json()["name"] == "Alice"
     assert (await alice.client.get(f"/api/v1/messages/{mid}")).status_code == 200
+    listed = (await alice.client.get("/api/v1/messages")).json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == mid
+    assert [d["recipient"] for d in listed["items"][0]["deliveries"]] == ["carol@client.example"]
     conv = (await alice.client.get("/api/v1/conversations")).json()
     assert conv["total"] == 1 and conv["items"][0]["recipient"] == "carol@client.example"
     assert conv["items"][0]["latest_state"] == "sent"

@@ -31,6 +31,21 @@ async def deliveries_of(db: AsyncSession, message_id: str) -> list[Delivery]:
     return list(rows)
 
 
+async def deliveries_of_many(db: AsyncSession, message_ids: list[str]) -> dict[str, list[Delivery]]:
+    """Deliveries of several messages in one query (a page of the message list)."""
+    out: dict[str, list[Delivery]] = defaultdict(list)
+    if not message_ids:
+        return out
+    rows = await db.scalars(
+        select(Delivery)
+        .where(Delivery.message_id.in_(message_ids))
+        .order_by(Delivery.created_at, Delivery.id)
+    )
+    for d in rows:
+        out[d.message_id].append(d)
+    return out
+
+
 async def events_of(db: AsyncSession, delivery_ids: list[str]) -> dict[str, list[DeliveryEvent]]:
     out: dict[str, list[DeliveryEvent]] = defaultdict(list)
     if not delivery_ids:

@@ -168,9 +168,8 @@ async def list_messages(
 ) -> Page:
     async with rt.db.session() as s, s.begin():
         rows, total = await msgs.list_messages(s, who, limit, offset)
-        items = []
-        for m in rows:
-            items.append(MessageOut.of(m, await msgs.deliveries_of(s, m.id), {}))
+        by_message = await msgs.deliveries_of_many(s, [m.id for m in rows])
+    items = [MessageOut.of(m, by_message.get(m.id, []), {}) for m in rows]
     return Page(items=items, total=total, next_offset=_next(offset, limit, total))
 
 
