@@ -138,13 +138,63 @@ def prose_recipients(text: str, exclude: set[str]) -> list[ProseRecipient]:
     if not first:
         return []
     found = list(first.items())
+    verdicts = _verdict_line_ends(text)
+    spans: list[list[int]] = []
+    for i, (_, start) in enumerate(found):
+        end = found[i + 1][1] if i + 1 < len(found) else len(text)
+        spans.append([start, end])
+    for i, (address, _) in enumerate(found):
+        start, end = spans[i]
+        # A Sendmail-style verdict line ("554 <addr>... words") closes the recipient's block:
+        # the transcript lines after it ("While talking to", ">>>", "<<<", "NNN host
+        # (smtp)... ") lead up to the next recipient's verdict, not back to this one.
+        closing = [e for s, e in verdicts.get(address, ()) if start <= s < end]
+        if not closing:
+            continue
+        spans[i][1] = closing[-1]
+        if i + 1 < len(found):
+            spans[i + 1][0] = min(spans[i + 1][0], closing[-1])
+        if i == 0 and any(s == start for s, _ in verdicts.get(address, ())):
+            # Its verdict is its first mention: the transcript lines just above lead to it.
+            spans[0][0] = _paragraph_start(text, start)
+        # Of several SMTP sessions before it, the last one ("While talking to HOST:") is its.
+        sessions = list(_SESSION_RE.finditer(text, spans[i][0], found[i][1]))
+        if sessions:
+            spans[i][0] = sessions[-1].start()
     if len(found) == 1:
         # The words after the address concern it; the preamble is boilerplate.
-        address, start = found[0]
-        tail = text[start:]
+        address = found[0][0]
+        start, end = spans[0]
+        tail = text[start:end]
         return [ProseRecipient(address, tail if len(tail.strip()) > len(address) + 3 else text)]
-    results = []
-    for i, (address, start) in enumerate(found):
-        end = found[i + 1][1] if i + 1 < len(found) else len(text)
-        results.append(ProseRecipient(address, text[start:end]))
-    return results
+    return [ProseRecipient(address, text[s:e]) for (address, _), (s, e) in zip(
+        found, spans, strict=True)]
+
+
+# "554 <addr>... Remote protocol error", "<<< 550 5.1.1 <addr>... User unknown",
+# "addr... Host unknown": the line in which Sendmail gives a recipient its verdict.
+_VERDICT_LINE_RE = re.compile(
+    r"^[ \t]*(?:<<<[ \t]*)?(?:[245]\d\d[ -]+(?:[245]\.\d{1,3}\.\d{1,3}[ \t]+)?)?"
+    r"<?([^\s<>@]{1,64}@[^\s<>@]{1,255}?)>?\.\.\.(?:[ \t].*)?$",
+    re.MULTILINE)
+
+_SESSION_RE = re.compile(r"^[ \t]*(?:\.\.\.[ \t]*)?while talking to\b",
+                         re.IGNORECASE | re.MULTILINE)
+
+
+def _verdict_line_ends(text: str) -> dict[str, list[tuple[int, int]]]:
+    """For each address, the (line start, line end) of its Sendmail-style verdict lines."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for m in _VERDICT_LINE_RE.finditer(text):
+        end = m.end() + 1 if text[m.end():m.end() + 1] == "\n" else m.end()
+        found.setdefault(m.group(1).strip(".").lower(), []).append((m.start(), end))
+    return found
+
+
+def _paragraph_start(text: str, at: int, limit: int = 2000) -> int:
+    """Where the paragraph holding `at` begins: after the last blank line before it."""
+    floor = max(0, at - limit)
+    blank = max(text.rfind("\n\n", floor, at), text.rfind("\n\r\n", floor, at))
+    if blank < 0:
+        return floor if floor == 0 else text.find("\n", floor, at) + 1 or at
+    return text.find("\n", blank + 1, at) + 1 or at

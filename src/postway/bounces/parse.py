@@ -131,7 +131,7 @@ def _from_dsn(
             reason = better if better not in ("onhold", "undefined") else reason
         results.append(BounceResult(
             recipient=recipient, status=status, reason=reason,
-            hard=is_hard(reason, status) and not (entry.action or "").startswith("delayed"),
+            hard=is_hard(reason, status),
             diagnostic=words or nearby.strip()[:2000],
             remote_mta=entry.remote_mta, action=entry.action,
         ))

@@ -230,7 +230,8 @@ PHRASES: dict[str, re.Pattern[str]] = {
     "networkerror": _any(
         r"could not connect and send", r"dns records for the destination computer",
         r"hop count exceeded", r"host is unreachable", r"host name lookup failure",
-        r"host not found, try again", r"mail forwarding loop", r"name server reply",
+        r"host not found, try again", r"mail forwarding loop",
+        r"(?<!type=mx: malformed or unexpected )name server reply",
         r"maximum forwarding loop", r"message looping", r"routing loop", r"no route to host",
         r"too many hops", r"unable to resolve route", r"unrouteable mail domain",
         r"network (?:is )?unreachable"),
@@ -256,7 +257,10 @@ PHRASES: dict[str, re.Pattern[str]] = {
                       r"couldn't find a mail exchanger", r"no smtp service",
                       r"host .{0,60}does not accept", r"mail service is not available",
                       r"name server: .{0,60}: host not found", r"no mx\b",
-                      r"not accepting .{0,20}(?:network )?messages"),
+                      r"not accepting .{0,20}(?:network )?messages",
+                      # Postfix before null MX support (3.1) found the "MX 0 ." of RFC 7505
+                      # an invalid host name and said so in these words.
+                      r"type=mx: malformed or unexpected name server reply"),
     "mailererror": _any(r"mailer error", r"command failed", r"exit (?:code|status) \d",
                         r"procmail", r"x-unix", r"pipe to \|", r"\bpermission denied\b",
                         r"command died with status", r"command output:", r"mail\.local",

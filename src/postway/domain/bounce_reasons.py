@@ -207,7 +207,8 @@ def _first_pass(reason: str, named: str, low: str, command: str | None, status: 
         return False
     if reason == "hostunknown":
         if named == "hostunknown":
-            return not matches("networkerror", low)
+            # 5.4.4 "unable to route" is also what a null-MX domain and a DNS failure get.
+            return not (matches("networkerror", low) or matches("notaccept", low))
         return matches("hostunknown", low)
     if reason == "spamdetected":
         if named == "spamdetected":

@@ -18,9 +18,10 @@ pytestmark = pytest.mark.skipif(
     not (CORPUS / "expected.jsonl").exists(), reason="bounce corpus not available"
 )
 
-REASON_FLOOR = 0.94
-HARD_FLOOR = 0.98
-RECIPIENT_FLOOR = 0.95
+REASON_FLOOR = 0.955  # 394/409 = 96.3% of files, 416/435 = 95.6% of recipients
+HARD_FLOOR = 0.985  # 429/435 = 98.6% of recipients
+FILE_HARD_FLOOR = 0.99  # 405/409 = 99.0% of files
+RECIPIENT_FLOOR = 0.955  # 393/409 = 96.1% of files, 416/435 = 95.6% of recipients
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_reason_agreement(summary: dict[str, float]) -> None:
 
 
 def test_hard_soft_agreement(summary: dict[str, float]) -> None:
-    assert summary["hard"] / summary["files"] >= HARD_FLOOR
+    assert summary["hard"] / summary["files"] >= FILE_HARD_FLOOR
     assert summary["p_hard"] / summary["pairs"] >= HARD_FLOOR
 
 

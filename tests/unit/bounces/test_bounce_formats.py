@@ -65,7 +65,58 @@ def test_delayed_dsn_is_a_delay_not_a_failure() -> None:
     raw = DSN.replace(b"Action: failed", b"Action: delayed").replace(b"Status: 5.", b"Status: 4.")
     report = parse_bounce(raw)
     assert report.kind == "delay"
-    assert all(not r.hard for r in report.results)
+    assert [r.action for r in report.results] == ["delayed", "delayed"]
+    # `hard` is the reason's property, delay or not (as the reference classifier reports
+    # it); that a delay is a warning and never suppresses is apply.py's rule (kind "delay").
+    assert [(r.reason, r.hard) for r in report.results] == [
+        ("userunknown", True), ("mailboxfull", False)]
+
+
+SENDMAIL_V5 = b"""From: Mail Delivery Subsystem <MAILER-DAEMON@example.com>
+To: sender@example.jp
+Subject: Returned mail: User unknown
+
+   ----- Transcript of session follows -----
+While talking to a.example.edu:
+>>> MAIL From:<sender@example.jp>
+<<< 550 Insecure Mail Relay
+554 <ann@a.example.edu>... Remote protocol error
+550 b.example.org (smtp)... 550 Host unknown
+554 <bob@b.example.org>... 550 Host unknown (Authoritative answer from name server)
+While talking to c.example.net:
+>>> QUIT
+<<< 421 c.example.net Sorry, unable to contact destination SMTP daemon.
+421 c.example.net (smtp)... Deferred: Connection reset by peer during greeting wait
+While talking to d.example.co.jp:
+>>> RCPT To:<dan@d.example.co.jp>
+<<< 550 Requested User Mailbox not found. No such user here.
+550 <dan@d.example.co.jp>... User unknown
+421 e.example.com (smtp)... Deferred: Connection timed out during user open
+
+   ----- Unsent message follows -----
+From: sender@example.jp
+To: ann@a.example.edu
+Subject: hello
+
+hi
+"""
+
+
+def test_sendmail_transcript_blocks_end_at_each_recipients_verdict_line() -> None:
+    """Each "NNN <addr>... words" line closes its recipient's block: the lines after it lead
+    to the next recipient (or to none), so the next one's words never bleed back."""
+    report = parse_bounce(SENDMAIL_V5)
+    got = {r.recipient: r for r in report.results}
+    assert list(got) == ["ann@a.example.edu", "bob@b.example.org", "dan@d.example.co.jp"]
+    ann, bob, dan = got.values()
+    assert "Insecure Mail Relay" in ann.diagnostic and "Host unknown" not in ann.diagnostic
+    assert (ann.reason, ann.hard) == ("norelaying", False)
+    assert bob.diagnostic.startswith("550 b.example.org (smtp)... 550 Host unknown")
+    assert (bob.reason, bob.hard) == ("hostunknown", True)
+    # Of the two sessions before dan's verdict, only the last one is about dan.
+    assert dan.diagnostic.startswith("While talking to d.example.co.jp:")
+    assert "421" not in dan.diagnostic and "timed out" not in dan.diagnostic
+    assert (dan.reason, dan.hard) == ("userunknown", True)
 
 
 def test_delivered_dsn() -> None:
