@@ -83,6 +83,34 @@ def summarize(result: dict[str, Any]) -> dict[str, float]:
             "p_reason": p_reason, "p_hard": p_hard, "p_rcpt": p_rcpt}
 
 
+def print_scaling() -> None:
+    """Parse time against input size for inputs built to trip backtracking patterns: the
+    per-KB cost should stay flat as size grows 4x and 16x (linear time)."""
+
+    def prose(n: int) -> bytes:
+        lines = [f"<user{i}@example.net>: 550 5.1.1 user unknown, host said: nope ({i})"
+                 for i in range(n)]
+        return b"From: MAILER-DAEMON@example.org\nSubject: Undelivered\n\n" + "\n".join(lines).encode()
+
+    def filler(n: int) -> bytes:
+        return (b"From: MAILER-DAEMON@example.org\nSubject: failure notice\n\n"
+                + b"user@ " * n + b"5.1.1." * n + b"<" * n + b"x@y." * n)
+
+    rows = []
+    for name, build, base in (("prose", prose, 400), ("filler", filler, 20_000)):
+        for mult in (1, 4, 16):
+            raw = build(base * mult)
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                parse_bounce(raw)
+                best = min(best, time.perf_counter() - t)
+            rows.append([name, f"{len(raw) / 1024:.0f}", f"{best * 1000:.1f}",
+                         f"{best * 1e6 / (len(raw) / 1024):.1f}"])
+    print("\nScaling (pathological inputs)\n")
+    print(table(["input", "KB", "parse ms", "us per KB"], rows))
+
+
 def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     corpus = Path(args[0]) if args else DEFAULT_CORPUS
@@ -121,6 +149,9 @@ def main(argv: list[str]) -> int:
 
     rate = s["files"] / result["elapsed"] if result["elapsed"] else float("inf")
     print(f"\nParse speed: {s['files']} emails in {result['elapsed']:.3f} s = {rate:.0f} /s")
+
+    if "--scaling" in argv:
+        print_scaling()
 
     if "--misses" in argv:
         print("\nMisses (file: expected -> got)\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -72,15 +71,6 @@ def test_one_megabyte_header() -> None:
     assert parse_bounce(raw).kind in KINDS
 
 
-def _timed(raw: bytes) -> float:
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        parse_bounce(raw)
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def _prose(n: int) -> bytes:
     lines = [f"<user{i}@example.net>: 550 5.1.1 user unknown, host said: nope ({i})"
              for i in range(n)]
@@ -94,8 +84,9 @@ def _filler(n: int) -> bytes:
             + b"user@ " * n + b"5.1.1." * n + b"<" * n + b"x@y." * n)
 
 
-def test_time_grows_about_linearly() -> None:
-    for build, size in ((_prose, 400), (_filler, 20_000)):
-        small, large = _timed(build(size)), _timed(build(size * 4))
-        # Four times the input may cost up to ~4x; allow generous noise but not quadratic (16x).
-        assert large <= max(small, 0.002) * 10, (build.__name__, small, large)
+def test_pathological_inputs_parse() -> None:
+    # Inputs built to trip backtracking regexes, at sizes where quadratic work would run into
+    # the suite's timeout. How time grows with size is measured, not asserted, by
+    # `bench/bounce_corpus.py --scaling` (tests never assert on timing).
+    for build, size in ((_prose, 1_600), (_filler, 80_000)):
+        assert parse_bounce(build(size)).kind in KINDS
