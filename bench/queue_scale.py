@@ -51,10 +51,13 @@ async def run(kind: str, rows: int) -> dict[str, object]:
     now = utcnow()
     async with db.session() as s, s.begin():
         s.add(Organisation(id="o" * 32, name="o", blocked_domains=[], throttle={}))
+        await s.flush()  # no relationships between these models: flush in FK order
         s.add(User(id="u" * 32, org_id="o" * 32, email="u@x.example", password_hash="x"))
+        await s.flush()
         s.add(
             Identity(id="i" * 32, org_id="o" * 32, user_id="u" * 32, name="n", email="u@x.example")
         )
+        await s.flush()
         for m in range(100):
             s.add(
                 Message(
