@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     smtp_command_timeout: float = Field(
         300.0, description="Seconds to wait for a reply to an SMTP command (RFC 5321 4.5.3.2)."
     )
+    mta_require_tls: bool = Field(
+        False,
+        description="Managed channel: refuse to deliver without STARTTLS and a valid certificate "
+        "(default: opportunistic TLS).",
+    )
+    mta_max_connections: int = Field(
+        10, description="Managed channel: open sessions at most per destination server."
+    )
+    mta_max_messages_per_session: int = Field(
+        100, description="Managed channel: messages sent over one session before it is closed."
+    )
     smtp_verify_tls: bool = Field(
         True, description="Verify certificates of custom SMTP relays (turn off only for tests)."
     )

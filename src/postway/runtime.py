@@ -34,7 +34,13 @@ class Runtime:
     def _managed_channel(self) -> Channel:
         from postway.channels.managed import ManagedChannel
 
-        return ManagedChannel(self.settings)
+        s = self.settings
+        return ManagedChannel(
+            s,
+            tls_mode="require" if s.mta_require_tls else "opportunistic",
+            max_connections=s.mta_max_connections,
+            max_messages=s.mta_max_messages_per_session,
+        )
 
     @property
     def worker(self) -> Worker:

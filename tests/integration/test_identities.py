@@ -113,3 +113,26 @@ async def test_identity_channel_overrides_user_default(env, smtp_server):
     await env.drain()
     assert [t.mail_from for t in relay.received] == ["ada@acme.example"]
     assert len(sink.received) == 1 and sink.received[0].mail_from.startswith("b+")
+
+
+async def test_required_tls_setting_keeps_mail_off_plaintext_servers(env, smtp_server):
+    sink = await smtp_server()  # offers no STARTTLS
+    env.rt.settings.transport = f"*=127.0.0.1:{sink.port}"
+    env.rt.settings.mta_require_tls = True
+    acct = await env.account("ada@acme.example")
+    iid = (
+        await acct.client.post(
+            "/api/v1/identities", json={"name": "A", "email": "ada@acme.example"}
+        )
+    ).json()["id"]
+    from postway.store.identities import mark_verified
+
+    async with env.rt.db.session() as s, s.begin():
+        await mark_verified(s, "ada@acme.example")
+    r = await acct.client.post(
+        "/api/v1/messages", json={"identity_id": iid, "to": ["c@client.example"], "text": "x"}
+    )
+    await env.rt.worker.run_once()
+    d = (await acct.client.get(f"/api/v1/messages/{r.json()['id']}")).json()["deliveries"][0]
+    assert d["state"] == "deferred" and "TLS" in (d["diagnostic"] or "")
+    assert sink.received == []
