@@ -121,7 +121,10 @@ async def run(kind: str, rows: int) -> dict[str, object]:
         "load_s": load,
         "p50": statistics.median(times),
         "p99": sorted(times)[int(0.99 * len(times)) - 1],
-        "plan": " / ".join(p.strip() for p in plan)[:110],
+        # the access path is the line that says how rows are found
+        "plan": next(
+            (p.strip() for p in plan if "Scan" in p or "SEARCH" in p or "SCAN" in p), ""
+        ).split("  (cost")[0],
     }
 
 
