@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -166,6 +165,3 @@ async def conversation(
         raise NotFound(f"no conversation with {address}")
     return found
 
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
