@@ -239,7 +239,7 @@ async def send_command(
     import mimetypes
     import time
 
-    from postway.delivery.submit import AttachmentIn, SendRequest, submit_message
+    from postway.delivery.submit import AttachmentIn, SendRequest, accept_message
     from postway.store.identities import list_identities
     from postway.store.messages import deliveries_of
     from postway.store.users import get_user_by_email, principal_of
@@ -264,7 +264,7 @@ async def send_command(
             html=html,
             attachments=attachments,
         )
-        message, _ = await submit_message(s, rt.settings, who, req)
+    message, _ = await accept_message(rt.db, rt.settings, who, req)
     deadline = time.monotonic() + wait
     while wait > 0 and time.monotonic() < deadline:
         await rt.worker.run_once()

@@ -89,6 +89,7 @@ async def test_requests_without_valid_token_are_refused(env):
         ("PUT", "/api/v1/team/delivery-channel"),
         ("POST", "/api/v1/delivery-channel/smtp/test"),
         ("POST", "/api/v1/messages"),
+        ("POST", "/api/v1/messages/batch"),
         ("GET", "/api/v1/messages"),
         ("GET", "/api/v1/messages/x"),
         ("GET", "/api/v1/messages/x/events"),

@@ -146,7 +146,7 @@ class Pipeline:
 
     async def _load(self, by_message: dict[str, list[Delivery]]) -> BatchContext:
         ctx = BatchContext()
-        async with self.db.session() as s, s.begin():
+        async with self.db.reader() as s, s.begin():
             rows = await s.scalars(select(Message).where(Message.id.in_(list(by_message))))
             ctx.messages = {m.id: m for m in rows}
             org_ids = {m.org_id for m in ctx.messages.values()}

@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postway.config import Settings
 from postway.domain.addresses import domain_of, normalize_address
-from postway.domain.message import Attachment, Draft, build_message
+from postway.domain.message import Attachment, BuiltMessage, Draft, build_message
 from postway.domain.states import ChannelName, DeliveryState
-from postway.errors import Conflict, InvalidInput, TooLarge
+from postway.errors import Conflict, InvalidInput, PostwayError, TooLarge
 from postway.store.channel_settings import effective_setting
+from postway.store.db import Database
 from postway.store.events import append_event
 from postway.store.identities import get_identity
 from postway.store.models import Delivery, Identity, Message, new_id, utcnow
@@ -98,9 +99,22 @@ def _check_channel(channel: ChannelName, identity: Identity) -> None:
         raise Conflict("the gmail channel needs a connected Gmail account; none is connected")
 
 
-async def submit_message(
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated, built message that is ready to be stored."""
+
+    identity_id: str
+    from_address: str
+    channel: ChannelName
+    draft: Draft
+    built: BuiltMessage
+    subject: str
+
+
+async def prepare_message(
     db: AsyncSession, settings: Settings, who: Principal, req: SendRequest
-) -> tuple[Message, list[Delivery]]:
+) -> Prepared:
+    """Every check and the MIME build; reads only, so it can run outside the write lock."""
     with db.no_autoflush:  # pending rows of earlier messages go out together at commit
         identity = await get_identity(db, who, req.identity_id)
         cache = db.info.setdefault("effective_channel", {})
@@ -116,25 +130,34 @@ async def submit_message(
         raise TooLarge(
             f"message: {built.size} bytes is over the limit of {settings.max_message_bytes} bytes"
         )
+    return Prepared(identity.id, identity.email, channel, draft, built, req.subject)
+
+
+def store_message(
+    db: AsyncSession, settings: Settings, who: Principal, p: Prepared
+) -> tuple[Message, list[Delivery]]:
+    """Add the message, one delivery per recipient and their `queued` events to `db`.
+
+    Ids are made here, not by the database, so the rows go out in one flush at commit."""
     now = utcnow()
     message = Message(
         id=new_id(),
         org_id=who.org_id,
         user_id=who.user_id,
-        identity_id=identity.id,
-        channel=channel.value,
-        from_address=identity.email,
-        subject=req.subject,
-        message_id_header=built.message_id,
-        raw=built.raw,
-        size=built.size,
-        needs_smtputf8=built.needs_smtputf8,
+        identity_id=p.identity_id,
+        channel=p.channel.value,
+        from_address=p.from_address,
+        subject=p.subject,
+        message_id_header=p.built.message_id,
+        raw=p.built.raw,
+        size=p.built.size,
+        needs_smtputf8=p.built.needs_smtputf8,
         created_at=now,
     )
     db.add(message)
     deliveries = []
     seen: set[str] = set()
-    for kind, addrs in (("to", draft.to), ("cc", draft.cc), ("bcc", draft.bcc)):
+    for kind, addrs in (("to", p.draft.to), ("cc", p.draft.cc), ("bcc", p.draft.bcc)):
         for addr in addrs:
             if addr.lower() in seen:  # one delivery per recipient, even if named twice
                 continue
@@ -142,9 +165,45 @@ async def submit_message(
             deliveries.append(new_delivery(settings, message, addr, kind, now))
     db.add_all(deliveries)
     for d in deliveries:
-        append_event(db, d, "queued", channel=channel.value)
-    # ids are made here, not by the database, so everything is written in one flush at commit
+        append_event(db, d, "queued", channel=p.channel.value)
     return message, deliveries
+
+
+async def submit_message(
+    db: AsyncSession, settings: Settings, who: Principal, req: SendRequest
+) -> tuple[Message, list[Delivery]]:
+    """Check, build and add a message in one session (the caller commits)."""
+    return store_message(db, settings, who, await prepare_message(db, settings, who, req))
+
+
+async def accept_messages(
+    database: Database, settings: Settings, who: Principal, reqs: list[SendRequest]
+) -> list[tuple[Message, list[Delivery]]]:
+    """Many messages at once (a CRM's sequence step): all are checked and built in one read
+    transaction, then stored in one write transaction; all or none are accepted."""
+    prepared = []
+    async with database.reader() as s, s.begin():
+        for i, r in enumerate(reqs):
+            try:
+                prepared.append(await prepare_message(s, settings, who, r))
+            except InvalidInput as exc:  # say which message, keep the kind (e.g. TooLarge)
+                where = f"messages[{i}]"
+                raise type(exc)(f"{where}.{exc}", field=f"{where}.{exc.field or ''}") from exc
+            except PostwayError as exc:
+                raise type(exc)(f"messages[{i}]: {exc}") from exc
+    async with database.session() as s, s.begin():
+        return [store_message(s, settings, who, p) for p in prepared]
+
+
+async def accept_message(
+    database: Database, settings: Settings, who: Principal, req: SendRequest
+) -> tuple[Message, list[Delivery]]:
+    """The API's path: checks and the MIME build in a read transaction, then a short write
+    transaction, so building mail never holds SQLite's writer lock. Committed on return."""
+    async with database.reader() as s, s.begin():
+        prepared = await prepare_message(s, settings, who, req)
+    async with database.session() as s, s.begin():
+        return store_message(s, settings, who, prepared)
 
 
 def new_delivery(

@@ -19,11 +19,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    """Owns the engine; `session()` hands out units of work.
+    """Owns the engines; `session()` hands out units of work, `reader()` read-only ones.
 
-    On SQLite every transaction starts with BEGIN IMMEDIATE: writers queue on the database
-    lock up front instead of failing when a read transaction tries to upgrade to a write, which
-    is what makes the queue claim a safe single-writer operation.
+    On SQLite every `session()` transaction starts with BEGIN IMMEDIATE: writers queue on the
+    database lock up front instead of failing when a read transaction tries to upgrade to a
+    write, which is what makes the queue claim a safe single-writer operation. `reader()`
+    transactions must never write; on PostgreSQL both are the same.
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
@@ -38,9 +39,15 @@ class Database:
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._read_engine: AsyncEngine | None = None
         if self.is_sqlite:
-            _sqlite_pragmas(self.engine)
+            _sqlite_pragmas(self.engine, "BEGIN IMMEDIATE")
+            # Readers get plain BEGIN: in WAL mode they see a snapshot without waiting for
+            # the writer lock. Only for work that never writes (a write there could fail).
+            self._read_engine = create_async_engine(url, **kwargs)
+            _sqlite_pragmas(self._read_engine, "BEGIN")
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.reader = async_sessionmaker(self._read_engine or self.engine, expire_on_commit=False)
 
     async def upgrade(self) -> None:
         """Apply every Alembic migration (idempotent)."""
@@ -50,6 +57,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
 
 
 def _upgrade(conn: Connection) -> None:
@@ -59,7 +68,7 @@ def _upgrade(conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-def _sqlite_pragmas(engine: AsyncEngine) -> None:
+def _sqlite_pragmas(engine: AsyncEngine, begin: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
@@ -72,4 +81,4 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)

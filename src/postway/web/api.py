@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from postway.delivery.queue_admin import get_delivery, retry_now
 from postway.delivery.submit import AttachmentIn as SubmitAttachment
-from postway.delivery.submit import SendRequest, submit_message
+from postway.delivery.submit import SendRequest, accept_message, accept_messages
 from postway.domain.addresses import domain_of
 from postway.domain.channel_guide import explain
 from postway.domain.states import ChannelName
@@ -16,7 +16,7 @@ from postway.errors import InvalidInput, NotFound
 from postway.store import channel_settings as cs
 from postway.store import identities as ids
 from postway.store import messages as msgs
-from postway.store.models import Organisation, Suppression
+from postway.store.models import Delivery, Message, Organisation, Suppression
 from postway.web import verification
 from postway.web.channel_choice import check_relay, current_channel, save_channel
 from postway.web.deps import Admin, Caller, RuntimeDep
@@ -35,6 +35,7 @@ from postway.web.schemas import (
     MessageOut,
     Page,
     RelayTestOut,
+    SendBatchIn,
     SendIn,
     SmtpIn,
     SuppressionOut,
@@ -137,9 +138,8 @@ async def test_relay(who: Caller, rt: RuntimeDep, body: SmtpIn | None = None) ->
 # --- messages ------------------------------------------------------------------------------
 
 
-@router.post("/messages", response_model=AcceptedOut, status_code=202)
-async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut:
-    req = SendRequest(
+def _request(body: SendIn) -> SendRequest:
+    return SendRequest(
         identity_id=body.identity_id,
         to=body.to,
         cc=body.cc,
@@ -149,10 +149,9 @@ async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut
         html=body.html,
         attachments=[SubmitAttachment(**a.model_dump()) for a in body.attachments],
     )
-    async with rt.db.session() as s, s.begin():
-        message, deliveries = await submit_message(s, rt.settings, who, req)
-    # committed: from here on the message is durable
-    rt.wake_worker()
+
+
+def _accepted(message: Message, deliveries: list[Delivery]) -> AcceptedOut:
     return AcceptedOut(
         id=message.id,
         message_id_header=message.message_id_header,
@@ -160,6 +159,23 @@ async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut
             AcceptedDelivery(id=d.id, recipient=d.recipient, state=d.state) for d in deliveries
         ],
     )
+
+
+@router.post("/messages", response_model=AcceptedOut, status_code=202)
+async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut:
+    message, deliveries = await accept_message(rt.db, rt.settings, who, _request(body))
+    # committed: from here on the message is durable
+    rt.wake_worker()
+    return _accepted(message, deliveries)
+
+
+@router.post("/messages/batch", response_model=list[AcceptedOut], status_code=202)
+async def send_batch(body: SendBatchIn, who: Caller, rt: RuntimeDep) -> list[AcceptedOut]:
+    """Up to 500 messages in one request, accepted all together or not at all; an error
+    names the message by its index (`messages[3].to[0]: ...`)."""
+    done = await accept_messages(rt.db, rt.settings, who, [_request(m) for m in body.messages])
+    rt.wake_worker()
+    return [_accepted(m, ds) for m, ds in done]
 
 
 @router.get("/messages", response_model=Page)

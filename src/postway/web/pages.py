@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from postway.delivery.submit import SendRequest, submit_message
+from postway.delivery.submit import SendRequest, accept_message
 from postway.errors import AuthenticationFailed, Forbidden, NotFound, PostwayError
 from postway.store import messages as msgs
 from postway.store.channel_settings import effective_setting
@@ -269,8 +269,7 @@ async def compose(
         text=text or None,
     )
     try:
-        async with rt.db.session() as s, s.begin():
-            m, deliveries = await submit_message(s, rt.settings, who, req)
+        m, deliveries = await accept_message(rt.db, rt.settings, who, req)
     except PostwayError as exc:
         field, words = error_words(exc)
         return await _compose_page(

@@ -129,6 +129,10 @@ class SendIn(Strict):
     attachments: list[AttachmentIn] = Field(default_factory=list)
 
 
+class SendBatchIn(Strict):
+    messages: list[SendIn] = Field(min_length=1, max_length=500)
+
+
 class EventOut(BaseModel):
     type: str
     state: str
