@@ -74,6 +74,24 @@ class Env:
         )
         return Account(email, token, client)
 
+    async def relay_sender(
+        self, relay_port: int, email: str = "rep@acme.example", *, admin: bool = True
+    ) -> tuple[Account, str]:
+        """A user with one identity whose channel is a plain SMTP relay on loopback;
+        returns the account and the identity id."""
+        acct = await self.account(email, admin=admin)
+        r = await acct.client.post("/api/v1/identities", json={"name": "Rep", "email": email})
+        assert r.status_code == 201, r.text
+        r2 = await acct.client.put(
+            "/api/v1/delivery-channel",
+            json={
+                "channel": "smtp",
+                "smtp": {"host": "127.0.0.1", "port": relay_port, "security": "none"},
+            },
+        )
+        assert r2.status_code == 200, r2.text
+        return acct, r.json()["id"]
+
     async def drain(self, rounds: int = 50) -> None:
         """Run the real worker until nothing is due (deferred mail may be due again soon)."""
         import asyncio

@@ -7,18 +7,8 @@ from test_bad_input import counts
 
 async def sender(env, smtp_server):
     srv = await smtp_server()
-    acct = await env.account("ada@acme.example")
-    r = await acct.client.post(
-        "/api/v1/identities", json={"name": "Ada", "email": "ada@acme.example"}
-    )
-    await acct.client.put(
-        "/api/v1/delivery-channel",
-        json={
-            "channel": "smtp",
-            "smtp": {"host": "127.0.0.1", "port": srv.port, "security": "none"},
-        },
-    )
-    return acct, r.json()["id"], srv
+    acct, identity_id = await env.relay_sender(srv.port, "ada@acme.example", admin=False)
+    return acct, identity_id, srv
 
 
 async def test_batch_accepted_and_delivered(env, smtp_server):

@@ -73,7 +73,11 @@ def test_corpus_files_give_one_row_per_recipient_in_report_order() -> None:
     want = expected("lhost-v5sendmail-05.eml")["results"]
     assert [r["recipient"] for r in sendmail] == [w["recipient"] for w in want]
     assert [(r["reason"], r["hard"]) for r in sendmail] == [
-        ("blocked", False), ("hostunknown", True), ("hostunknown", True), ("userunknown", True)]
+        ("blocked", False),
+        ("hostunknown", True),
+        ("hostunknown", True),
+        ("userunknown", True),
+    ]
 
     postfix = by_file["lhost-postfix-01.eml"][0]
     assert postfix["recipient"] == expected("lhost-postfix-01.eml")["recipient"]
@@ -103,7 +107,11 @@ def test_folder_is_searched_recursively_in_sorted_order(tmp_path: Path) -> None:
     files = list(dict.fromkeys(row["file"] for row in rows))
     assert files == [str(p) for p in sorted(tmp_path.rglob("*.eml"))]
     assert [Path(f).relative_to(tmp_path).as_posix() for f in files] == [
-        "a/deeper/lhost-postfix-06.eml", "a/lhost-exim-01.eml", "b/lhost-qmail-11.eml", "c.eml"]
+        "a/deeper/lhost-postfix-06.eml",
+        "a/lhost-exim-01.eml",
+        "b/lhost-qmail-11.eml",
+        "c.eml",
+    ]
     first = {Path(r["file"]).relative_to(tmp_path).as_posix(): r for r in reversed(rows)}
     for target, source in layout.items():
         want = expected(source)
@@ -116,8 +124,9 @@ def test_not_a_bounce_gives_one_row_with_reason_null(tmp_path: Path) -> None:
     mail.write_bytes(NOT_A_BOUNCE)
     code, rows, stderr = classify(mail)
     assert code == 0, stderr
-    assert rows == [{"file": str(mail), "recipient": None, "status": None, "reason": None,
-                     "hard": False}]
+    assert rows == [
+        {"file": str(mail), "recipient": None, "status": None, "reason": None, "hard": False}
+    ]
 
 
 def test_unreadable_path_gives_an_error_row_and_exit_code_0(tmp_path: Path) -> None:
@@ -131,6 +140,10 @@ def test_unreadable_path_gives_an_error_row_and_exit_code_0(tmp_path: Path) -> N
     assert_row_shape(bad)
     assert bad["file"] == str(missing)
     assert (bad["recipient"], bad["status"], bad["reason"], bad["hard"]) == (
-        None, None, None, False)
+        None,
+        None,
+        None,
+        False,
+    )
     assert isinstance(bad["error"], str) and bad["error"]
     assert "error" not in good and good["file"] == str(mail)  # the run goes on after it

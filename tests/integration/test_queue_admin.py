@@ -9,18 +9,8 @@ from test_cli import cli_env, run
 
 async def sender(env, smtp_server, **script):
     srv = await smtp_server(**script)
-    acct = await env.account("ops@acme.example", admin=True)
-    r = await acct.client.post(
-        "/api/v1/identities", json={"name": "Ops", "email": "ops@acme.example"}
-    )
-    await acct.client.put(
-        "/api/v1/delivery-channel",
-        json={
-            "channel": "smtp",
-            "smtp": {"host": "127.0.0.1", "port": srv.port, "security": "none"},
-        },
-    )
-    return acct, r.json()["id"], srv
+    acct, identity_id = await env.relay_sender(srv.port, "ops@acme.example")
+    return acct, identity_id, srv
 
 
 async def test_failed_recipient_can_be_resent(env, smtp_server):

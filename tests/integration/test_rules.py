@@ -11,18 +11,8 @@ from postway.store.models import Delivery, Suppression
 
 async def sender(env, smtp_server, *, admin=True):
     srv = await smtp_server()
-    acct = await env.account("boss@acme.example", admin=admin)
-    r = await acct.client.post(
-        "/api/v1/identities", json={"name": "B", "email": "boss@acme.example"}
-    )
-    await acct.client.put(
-        "/api/v1/delivery-channel",
-        json={
-            "channel": "smtp",
-            "smtp": {"host": "127.0.0.1", "port": srv.port, "security": "none"},
-        },
-    )
-    return acct, r.json()["id"], srv
+    acct, identity_id = await env.relay_sender(srv.port, "boss@acme.example", admin=admin)
+    return acct, identity_id, srv
 
 
 async def test_batches_wait_between_them_and_nothing_is_lost(env, smtp_server):
