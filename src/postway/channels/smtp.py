@@ -20,6 +20,7 @@ from postway.config import Settings
 from postway.domain.bounce_reasons import classify_reply, find_status
 from postway.domain.states import REASON_AUTH_FAILURE, ChannelName, DeliveryState
 from postway.errors import ChannelError
+from postway.mta.smtp_client import tls_context
 from postway.store.channel_settings import SmtpRelay
 
 
@@ -30,16 +31,6 @@ class RelayCheck:
     ok: bool
     step: str  # resolve, connect, tls, auth, or done
     message: str
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    if settings.smtp_ca_file:
-        ctx.load_verify_locations(cafile=settings.smtp_ca_file)
-    if not settings.smtp_verify_tls:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def _is_private(ip: str) -> bool:
@@ -90,7 +81,8 @@ class SmtpChannel:
             start_tls=False,
             local_hostname=settings.hostname,
             timeout=settings.smtp_command_timeout,
-            tls_context=tls_context(settings),
+            # relays are always verified (unless turned off for tests): they hold credentials
+            tls_context=tls_context("require", settings.smtp_ca_file, settings.smtp_verify_tls),
         )
         try:
             await asyncio.wait_for(client.connect(), settings.smtp_connect_timeout)

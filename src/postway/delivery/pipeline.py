@@ -106,7 +106,7 @@ class BatchContext:
 
     messages: dict[str, Message] = field(default_factory=dict)
     orgs: dict[str, Organisation] = field(default_factory=dict)
-    suppressed: set[tuple[str, str]] = field(default_factory=set)
+    suppressed: dict[str, set[str]] = field(default_factory=dict)  # org id -> addresses
     routes: dict[str, Route | ChannelError] = field(default_factory=dict)
 
 
@@ -153,7 +153,8 @@ class Pipeline:
             orgs = await s.scalars(select(Organisation).where(Organisation.id.in_(org_ids)))
             ctx.orgs = {o.id: o for o in orgs}
             pairs = {(d.org_id, d.recipient.lower()) for ds in by_message.values() for d in ds}
-            ctx.suppressed = await suppressed_among(s, pairs)
+            for org_id, address in await suppressed_among(s, pairs):
+                ctx.suppressed.setdefault(org_id, set()).add(address)
             for m in ctx.messages.values():
                 try:
                     ctx.routes[m.id] = await self.registry.route(s, m)
@@ -190,7 +191,7 @@ class Pipeline:
         org_limits = parse_limits(org.throttle) if org and org.throttle else Limits()
         found = ctx.routes[message_id]
         route = found if isinstance(found, Route) else None
-        suppressed = {a for o, a in ctx.suppressed if o == message.org_id}
+        suppressed = ctx.suppressed.get(message.org_id, set())
 
         outcomes: list[Outcome] = []
         pending: list[Delivery] = []

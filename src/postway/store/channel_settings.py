@@ -81,20 +81,20 @@ def validate_relay(data: dict[str, object], previous: ChannelSetting | None) -> 
     }
 
 
-async def user_setting(db: AsyncSession, who: Principal) -> ChannelSetting | None:
-    return await db.scalar(
-        select(ChannelSetting).where(
-            ChannelSetting.org_id == who.org_id, ChannelSetting.user_id == who.user_id
-        )
+async def setting_row(db: AsyncSession, org_id: str, user_id: str | None) -> ChannelSetting | None:
+    """A user's row, or with user_id None the organisation's team row."""
+    owner = (
+        ChannelSetting.user_id.is_(None) if user_id is None else ChannelSetting.user_id == user_id
     )
+    return await db.scalar(select(ChannelSetting).where(ChannelSetting.org_id == org_id, owner))
+
+
+async def user_setting(db: AsyncSession, who: Principal) -> ChannelSetting | None:
+    return await setting_row(db, who.org_id, who.user_id)
 
 
 async def team_setting(db: AsyncSession, org_id: str) -> ChannelSetting | None:
-    return await db.scalar(
-        select(ChannelSetting).where(
-            ChannelSetting.org_id == org_id, ChannelSetting.user_id.is_(None)
-        )
-    )
+    return await setting_row(db, org_id, None)
 
 
 async def save_setting(
@@ -105,14 +105,7 @@ async def save_setting(
     channel: ChannelName,
     relay: dict[str, object] | None,
 ) -> ChannelSetting:
-    row = await db.scalar(
-        select(ChannelSetting).where(
-            ChannelSetting.org_id == org_id,
-            ChannelSetting.user_id.is_(None)
-            if user_id is None
-            else ChannelSetting.user_id == user_id,
-        )
-    )
+    row = await setting_row(db, org_id, user_id)
     if row is None:
         row = ChannelSetting(org_id=org_id, user_id=user_id)
         db.add(row)
@@ -152,11 +145,7 @@ async def effective_setting(
 ) -> tuple[ChannelName, ChannelSetting | None]:
     """The channel an identity sends through: its own choice, else the user's, else the team's,
     else managed. The returned setting row holds the relay when the channel is smtp."""
-    user_row = await db.scalar(
-        select(ChannelSetting).where(
-            ChannelSetting.org_id == identity.org_id, ChannelSetting.user_id == identity.user_id
-        )
-    )
+    user_row = await setting_row(db, identity.org_id, identity.user_id)
     team_row = await team_setting(db, identity.org_id)
     if identity.channel:
         chosen = ChannelName(identity.channel)

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postway.domain.addresses import check_display_name, normalize_address
-from postway.domain.states import ChannelName
 from postway.errors import Conflict, InvalidInput, NotFound
 from postway.security import new_token, token_hash
+from postway.store.channel_settings import parse_channel
 from postway.store.models import Identity, utcnow
 from postway.store.users import Principal
 
@@ -16,13 +16,7 @@ MAX_SIGNATURE = 10_000
 
 
 def _channel(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return ChannelName(value).value
-    except ValueError:
-        names = ", ".join(c.value for c in ChannelName)
-        raise InvalidInput(f"channel: '{value}' is not one of {names}", field="channel") from None
+    return None if value is None else parse_channel(value).value
 
 
 def _signature(value: str | None) -> str | None:

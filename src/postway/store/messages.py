@@ -22,12 +22,7 @@ async def get_message(db: AsyncSession, who: Principal, message_id: str) -> Mess
 
 
 async def deliveries_of(db: AsyncSession, message_id: str) -> list[Delivery]:
-    rows = await db.scalars(
-        select(Delivery)
-        .where(Delivery.message_id == message_id)
-        .order_by(Delivery.created_at, Delivery.id)
-    )
-    return list(rows)
+    return (await deliveries_of_many(db, [message_id])).get(message_id, [])
 
 
 async def deliveries_of_many(db: AsyncSession, message_ids: list[str]) -> dict[str, list[Delivery]]:
@@ -164,4 +159,3 @@ async def conversation(
     if not found:
         raise NotFound(f"no conversation with {address}")
     return found
-

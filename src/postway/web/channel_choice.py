@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from postway.channels.smtp import RelayCheck, SmtpChannel, resolve_relay
 from postway.domain.states import ChannelName
 from postway.errors import ChannelError, Conflict, InvalidInput
@@ -50,14 +48,7 @@ async def save_channel(
     if name is ChannelName.GMAIL:
         raise Conflict("connect a Gmail account before choosing the gmail channel")
     async with rt.db.session() as s, s.begin():
-        if user_id is None:
-            previous = await cs.team_setting(s, org_id)
-        else:
-            previous = await s.scalar(
-                select(ChannelSetting).where(
-                    ChannelSetting.org_id == org_id, ChannelSetting.user_id == user_id
-                )
-            )
+        previous = await cs.setting_row(s, org_id, user_id)
         relay = None
         if smtp is not None:
             relay = cs.validate_relay(smtp, previous)
