@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from postway.bounces import parse_bounce  # noqa: E402
 from postway.bounces.model import BounceReport  # noqa: E402
 
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "bounces"
+DEFAULT_CORPUS = ROOT / "tests" / "data" / "bounces"
 # The reference classifier's stand-in when an email names no recipient at all.
 _PLACEHOLDER = "undisclosed-recipient-in-headers@libsisimai.org.invalid"
 

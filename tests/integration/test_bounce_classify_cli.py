@@ -9,15 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT.parent / "shared" / "corpora" / "bounces"
+CORPUS = ROOT / "tests" / "data" / "bounces"
 KEYS = {"file", "recipient", "status", "reason", "hard"}
 
-needs_corpus = pytest.mark.skipif(
-    not (CORPUS / "expected.jsonl").exists(), reason="bounce corpus not available"
-)
 
 NOT_A_BOUNCE = b"""From: Alice <alice@example.org>
 To: Bob <bob@example.net>
@@ -56,7 +51,6 @@ def assert_row_shape(row: dict[str, Any]) -> None:
     assert row["recipient"] is None or isinstance(row["recipient"], str)
 
 
-@needs_corpus
 def test_corpus_files_give_one_row_per_recipient_in_report_order() -> None:
     names = ["lhost-postfix-01.eml", "lhost-v5sendmail-05.eml", "arf-01.eml"]
     code, rows, stderr = classify(*(CORPUS / n for n in names))
@@ -87,7 +81,6 @@ def test_corpus_files_give_one_row_per_recipient_in_report_order() -> None:
     assert (arf["reason"], arf["hard"]) == ("feedback", False)
 
 
-@needs_corpus
 def test_folder_is_searched_recursively_in_sorted_order(tmp_path: Path) -> None:
     layout = {
         "b/lhost-qmail-11.eml": "lhost-qmail-11.eml",

@@ -19,7 +19,7 @@ from postway.store.models import Delivery, utcnow
 from postway.store.users import get_user_by_email, principal_of
 
 FEEDBACK = "fbl@bounces.postway.test"  # the feedback-loop address the `intake` fixture sets
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpora" / "bounces"  # ../shared
+CORPUS = Path(__file__).resolve().parents[3] / "data" / "bounces"
 
 
 @dataclass

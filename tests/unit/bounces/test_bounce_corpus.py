@@ -1,4 +1,4 @@
-"""Agreement with the reference classifier over the shared corpus (skipped if it is absent).
+"""Agreement with the reference classifier over the vendored corpus (tests/data/bounces).
 
 The floors sit a little under what the parser reaches today, so a change that makes things
 worse fails here; raise them when the parser gets better.
@@ -12,11 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-CORPUS = ROOT.parent / "shared" / "corpora" / "bounces"
-
-pytestmark = pytest.mark.skipif(
-    not (CORPUS / "expected.jsonl").exists(), reason="bounce corpus not available"
-)
+CORPUS = ROOT / "tests" / "data" / "bounces"
 
 REASON_FLOOR = 0.955  # 394/409 = 96.3% of files, 416/435 = 95.6% of recipients
 HARD_FLOOR = 0.985  # 429/435 = 98.6% of recipients
