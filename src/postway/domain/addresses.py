@@ -2,7 +2,9 @@
 
 Every value a user or API client supplies for an address, a display name, a subject or any
 other header passes through here before it is stored or put on the wire, so header injection
-(CR/LF smuggled into a field) is refused in one place.
+(CR/LF smuggled into a field) is refused in one place. Text that merely looks like an RFC 2047
+encoded-word (`=?utf-8?b?...?=`) is kept as text: `header_render` writes it so that readers
+decode it back to those same characters, never to what it encodes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ _ADDRESS_FORBIDDEN = {
     ">": "an angle bracket",
     ",": "a comma (give one address per entry)",
     ";": "a semicolon (give one address per entry)",
+    # Legal in a dot-atom, but mail readers (CPython's among them) decode an encoded-word in
+    # an address's local part, so the address shown would not be the one sent from or to.
+    "=?": "'=?', the start of an RFC 2047 encoded-word",
 }
 
 DISPLAY_NAME_MAX_LEN = 200

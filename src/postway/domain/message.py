@@ -3,6 +3,9 @@
 Every channel sends exactly these bytes, so the rules live here once: addresses and header
 text are checked by `addresses`, Bcc never appears in headers, output lines end in CRLF, and
 bodies are encoded 7-bit-safe (quoted-printable or base64) so any relay can carry them.
+Header fields holding user text (names, subject, file names, extra header values) are rendered
+by `header_render`, never parsed by the `email` package: its parser decodes encoded-words in
+user text and would write them back out as structure (another From address, a new header).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as email_policy
 from email.errors import MessageError
-from email.headerregistry import Address
 from email.message import MIMEPart
 from email.utils import format_datetime
 
@@ -25,6 +27,13 @@ from postway.domain.addresses import (
     domain_of,
     needs_smtputf8,
     normalize_address,
+)
+from postway.domain.header_render import (
+    RenderedHeader,
+    address_list,
+    attachment_disposition,
+    mailbox,
+    unstructured,
 )
 from postway.errors import InvalidInput
 
@@ -161,19 +170,20 @@ def build_message(
     policy = _POLICY_UTF8 if smtputf8 else _POLICY
 
     msg = MIMEPart(policy=policy)
-    msg["From"] = _header_address(clean.from_email, clean.from_name)
+    # The From field holds exactly one address, the identity's; see header_render.mailbox.
+    msg["From"] = mailbox("From", _addr_spec(clean.from_email), clean.from_name)
     if clean.to:
-        msg["To"] = [_header_address(a) for a in clean.to]
+        msg["To"] = address_list("To", [_addr_spec(a) for a in clean.to])
     if clean.cc:
-        msg["Cc"] = [_header_address(a) for a in clean.cc]
+        msg["Cc"] = address_list("Cc", [_addr_spec(a) for a in clean.cc])
     # Bcc is deliberately never written: Bcc recipients exist only in the envelope.
     if clean.reply_to:
-        msg["Reply-To"] = _header_address(clean.reply_to)
-    msg["Subject"] = clean.subject
+        msg["Reply-To"] = mailbox("Reply-To", _addr_spec(clean.reply_to), "")
+    msg["Subject"] = unstructured("Subject", clean.subject)
     msg["Date"] = format_datetime(when)
-    msg["Message-ID"] = mid
+    msg["Message-ID"] = RenderedHeader("Message-ID", [mid])
     for name, value in clean.headers:
-        msg[name] = value
+        msg[name] = unstructured(name, value)
     _set_body(msg, clean)
     msg["MIME-Version"] = "1.0"
 
@@ -352,17 +362,16 @@ def _check_message_id(value: str) -> str:
 # --- rendering ----------------------------------------------------------------------------
 
 
-def _header_address(address: str, display_name: str = "") -> Address:
+def _addr_spec(address: str) -> str:
     """Header form of a normalized address: ASCII domain unless the local part is UTF-8 anyway.
 
-    Without SMTPUTF8 a Unicode domain cannot appear in a header, and the email package would
-    wrongly RFC 2047-encode it, so the IDNA form is used. Built from parts because Address's
-    own addr_spec parser rejects non-ASCII local parts, which SMTPUTF8 allows.
+    Without SMTPUTF8 a Unicode domain cannot appear in a header, so the IDNA form is used.
+    `normalize_address` guarantees a dot-atom local part, which needs no quoting.
     """
     local, _, domain = address.rpartition("@")
     if not needs_smtputf8(address):
         domain = domain_of(address)
-    return Address(display_name=display_name, username=local, domain=domain)
+    return f"{local}@{domain}"
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
@@ -393,4 +402,7 @@ def _set_body(msg: MIMEPart, clean: _Clean) -> None:
     if clean.text is None and clean.html is None and not clean.attachments:
         msg.set_content("", subtype="plain", charset="utf-8", cte="7bit")
     for filename, maintype, subtype, content in clean.attachments:
-        msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+        # No filename= here: the email package would parse it (decoding encoded-words in it).
+        msg.add_attachment(content, maintype=maintype, subtype=subtype)
+        part = msg.get_payload()[-1]
+        part.replace_header("Content-Disposition", attachment_disposition(filename))

@@ -64,6 +64,9 @@ def test_normalize_address_accepts(value: str, expected: str) -> None:
         ("bob@localhost", "not a valid email address"),
         ("bob@[127.0.0.1]", "not a valid email address"),
         ("x" * 250 + "@example.com", "not a valid email address"),
+        # An encoded-word is legal dot-atom text, but readers decode it inside an address.
+        ("=?utf-8?q?ceo?=@example.com", "encoded-word"),
+        ("=?utf-8?b?Y2VvQGJhbmsudGVzdD4=?=@example.com", "encoded-word"),
     ],
 )
 def test_normalize_address_refuses(value: str, reason: str) -> None:
@@ -152,6 +155,13 @@ def test_check_display_name() -> None:
         assert info.value.field == "from_name"
     with pytest.raises(InvalidInput):
         check_display_name("x" * 201)
+
+
+def test_encoded_word_syntax_in_a_display_name_is_kept_as_text() -> None:
+    # Refused nowhere: message building writes it so readers see these very characters.
+    name = "=?utf-8?b?VGhlIENFTyA8Y2VvQGJpZ2JhbmsudGVzdD4NClgtT3JpZzo=?="
+    assert check_display_name(name, field="name") == name
+    assert check_header_text(f"Re: {name}", field="subject") == f"Re: {name}"
 
 
 @given(st.text())

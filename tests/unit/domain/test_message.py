@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -449,33 +450,6 @@ def test_any_subject_and_body_round_trip(subject: str, text: str, html: str | No
         assert got == original + "\n" or (original.endswith("\n") and got == original)
 
 
-@settings(max_examples=200, deadline=None)
-@given(name=header_text, filename=header_text.filter(str.strip), data=st.binary())
-def test_any_name_and_filename_round_trip(name: str, filename: str, data: bytes) -> None:
-    draft = replace(BASE, attachments=(Attachment(filename, "application/pdf", data),))
-    try:
-        draft = replace(draft, from_name=name)
-        built = build(draft)
-    except InvalidInput as exc:
-        # Only the no-lookalike rules (names, paths) may refuse these inputs.
-        if exc.field == "from_name":
-            assert any(c in name for c in "<>@") or len(name.strip(" \t")) > 200
-        else:
-            assert exc.field == "attachments[0].filename"
-            assert any(c in filename for c in "/\\<>")
-        return
-    assert_wire_safe(built.raw)
-    msg = parse(built)
-    shown, expected = msg["From"].addresses[0].display_name, " ".join(name.split())
-    # CPython's header parser leaves a space where a long name was folded between two adjacent
-    # encoded-words (RFC 2047 says to drop it); the bytes are right, so compare without it then.
-    folded = b"?=\r\n =?" in built.raw.split(b"\r\nTo:", 1)[0]
-    assert shown == expected or (folded and shown.replace(" ", "") == expected.replace(" ", ""))
-    (_, att) = msg.iter_parts()
-    assert att.get_filename() == filename.strip()
-    assert att.get_payload(decode=True) == data
-
-
 valid_address = st.sampled_from(
     ["bob@example.org", "zoe@bücher.example", "用户@例子.广告", "a.b+c@sub.example.com"]
 )
@@ -511,3 +485,254 @@ def test_build_message_raises_only_invalid_input(**fields: object) -> None:
         return
     assert_wire_safe(built.raw)
     assert parse(built)["Message-ID"] == built.message_id
+
+
+# --- encoded-words in user text stay text (issue 7, defect 1) ---------------------------------
+#
+# The email package decodes RFC 2047 encoded-words while it writes headers, so a name typed as
+# "=?utf-8?b?...?=" used to come out as another From address, a new header or a new body.
+# Every check below reads the bytes back the way a receiving program does.
+
+FROM = "ada@example.com"
+ADDRESSING = ["From", "To", "Subject", "Date", "Message-ID"]
+TEXT_ONLY = [*ADDRESSING, "Content-Type", "Content-Transfer-Encoding", "MIME-Version"]
+PART_HEADERS = ["Content-Type", "Content-Transfer-Encoding", "Content-Disposition"]
+
+
+def b_word(text: str, charset: str = "utf-8") -> str:
+    return f"=?{charset}?b?{base64.b64encode(text.encode(charset)).decode()}?="
+
+
+def q_word(text: str, charset: str = "utf-8") -> str:
+    out = []
+    for byte in text.encode(charset):
+        ch = chr(byte)
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+        else:
+            out.append("_" if ch == " " else f"={byte:02X}")
+    return f"=?{charset}?q?{''.join(out)}?="
+
+
+SPOOF_NAMES = [
+    b_word("The CEO <ceo@bigbank.test>\r\nX-Orig:"),  # the review's identity name
+    b_word("CEO <ceo@bank.test>"),  # the variant that still spoofs on Python 3.13
+    q_word("CEO <ceo@bank.test>"),
+    "=?UTF-8?B?" + base64.b64encode(b"a@evil.test, b@evil.test").decode() + "?=",
+    f"Ada {b_word('<ceo@bank.test>')} Lovelace",
+]
+
+
+def raw_field(raw: bytes, name: str) -> str:
+    """The unfolded value of the one top-level `name` field, read straight off the wire."""
+    block = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8")
+    values = [
+        field.split(":", 1)[1].replace("\r\n", "").lstrip(" ")
+        for field in re.split(r"\r\n(?![ \t])", block)
+        if field.split(":", 1)[0].lower() == name.lower()
+    ]
+    assert len(values) == 1, f"{name} appears {len(values)} times"
+    return values[0]
+
+
+def sent_display_name(raw: bytes) -> str:
+    """RFC 2047/5322 reading of the From display name, strict about the forms Postway writes.
+
+    Independent of CPython's parser, which keeps the folding space between two adjacent
+    encoded-words of a phrase (RFC 2047 section 6.2 says to drop it).
+    """
+    value = raw_field(raw, "From")
+    m = re.fullmatch(r"(.*?)\s*<([^<>]*)>", value)
+    if m is None:
+        assert value == FROM
+        return ""
+    phrase, addr = m.groups()
+    assert addr == FROM
+    if phrase.startswith('"'):
+        assert re.fullmatch(r'"(?:[^"\\]|\\.)*"', phrase), phrase
+        return re.sub(r"\\(.)", r"\1", phrase[1:-1])
+    words = re.fullmatch(r"(?:=\?utf-8\?b\?[A-Za-z0-9+/=]*\?=\s*)+", phrase)
+    assert words, f"From phrase is neither a quoted-string nor Postway's encoded-words: {phrase}"
+    data = b"".join(base64.b64decode(w) for w in re.findall(r"\?b\?([^?]*)\?=", phrase))
+    return data.decode("utf-8")
+
+
+def assert_one_from(built: BuiltMessage, msg: EmailMessage, name: str) -> None:
+    """From holds exactly the identity's address, and its name reads back as typed."""
+    assert len(msg.get_all("From") or []) == 1
+    addresses = msg["From"].addresses
+    assert [a.addr_spec for a in addresses] == [FROM]
+    assert not msg["From"].defects
+    assert sent_display_name(built.raw) == name
+    shown = addresses[0].display_name
+    several_words = len(re.findall(r"=\?utf-8\?b\?", raw_field(built.raw, "From"))) > 1
+    assert shown == name or (several_words and shown.replace(" ", "") == name.replace(" ", ""))
+
+
+@pytest.mark.parametrize("name", SPOOF_NAMES)
+def test_encoded_word_in_from_name_cannot_change_the_from_address(name: str) -> None:
+    built = build(replace(BASE, from_name=name))
+    msg = parse(built)
+    assert_one_from(built, msg, name)
+    assert list(msg.keys()) == TEXT_ONLY
+    assert b"bigbank" not in built.raw and b"bank.test" not in built.raw
+    assert msg["X-Orig"] is None
+
+
+def test_ascii_display_name_is_a_quoted_string() -> None:
+    name = 'Ada "Countess" \\ Lovelace, CEO'
+    built = build(replace(BASE, from_name=name))
+    quoted = '"Ada \\"Countess\\" \\\\ Lovelace, CEO"'
+    assert raw_field(built.raw, "From") == f"{quoted} <ada@example.com>"
+    assert_one_from(built, parse(built), name)
+
+
+def test_encoded_word_in_subject_cannot_inject_headers_or_body() -> None:
+    subject = b_word("hi\r\nX-Injected: 1\r\nBcc: eve@evil.test\r\n\r\nforged body")
+    built = build(replace(BASE, subject=subject))
+    msg = parse(built)
+    assert msg["Subject"] == subject
+    assert msg["X-Injected"] is None and msg["Bcc"] is None
+    assert content(msg) == BASE.text
+    assert b"forged body" not in built.raw
+
+
+def test_encoded_word_in_filename_cannot_inject_part_headers() -> None:
+    filename = b_word('a.pdf"\r\nX-Part: 1\r\nContent-Type: text/html')
+    draft = replace(BASE, attachments=(Attachment(filename, "application/pdf", b"%PDF"),))
+    built = build(draft)
+    (_, att) = parse(built).iter_parts()
+    assert att.get_filename() == filename
+    assert list(att.keys()) == PART_HEADERS
+    assert att.get_content_type() == "application/pdf"
+    assert b"X-Part" not in built.raw
+
+
+def test_encoded_word_in_extra_header_value_cannot_inject() -> None:
+    value = b_word("x\r\nBcc: eve@evil.test")
+    msg = parse(build(replace(BASE, headers=(("X-Campaign", value),))))
+    assert msg["X-Campaign"] == value
+    assert msg["Bcc"] is None
+
+
+def test_long_filename_uses_rfc2231_sections_and_round_trips() -> None:
+    filename = "Präsentation " * 18 + ".pdf"
+    draft = replace(BASE, attachments=(Attachment(filename, "application/pdf", b"%PDF"),))
+    built = build(draft)
+    assert b"filename*0*=utf-8''" in built.raw and b"filename*1*=" in built.raw
+    assert_wire_safe(built.raw)
+    assert all(len(line) <= 78 for line in built.raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n"))
+    (_, att) = parse(built).iter_parts()
+    assert att.get_filename() == filename.strip()
+
+
+# Pieces an attacker wraps in encoded-words: line breaks, address syntax, quotes, parameters,
+# other addresses, nested encoded-word syntax and non-ASCII.
+ATTACK_PIECES = [
+    "\r\n", "\n", "\r", "\r\n\r\n", "<", ">", ",", ";", '"', "'", "\\", "\t", " ", "=?", "?=",
+    "ceo@bigbank.test", "The CEO <ceo@bigbank.test>", "X-Injected: 1", "Bcc: eve@evil.test",
+    'filename="evil.exe"', "Content-Type: text/html", "--boundary", "Grüße", "社長", "😀",
+]
+attack_payload = st.lists(
+    st.sampled_from(ATTACK_PIECES) | st.text(max_size=6), min_size=1, max_size=6
+).map("".join)
+
+
+@st.composite
+def encoded_words(draw: st.DrawFn) -> str:
+    """An encoded-word as an attacker would type it: B or Q, any case, UTF-8 or Latin-1."""
+    payload = draw(attack_payload)
+    charset = draw(st.sampled_from(["utf-8", "UTF-8", "iso-8859-1"]))
+    try:
+        payload.encode(charset)
+    except UnicodeEncodeError:
+        charset = "utf-8"
+    try:
+        word = draw(st.sampled_from([b_word, q_word]))(payload, charset)
+    except UnicodeEncodeError:  # lone surrogates from st.text: not encodable at all
+        word = b_word("x")
+    return word.replace("?b?", draw(st.sampled_from(["?b?", "?B?"])))
+
+
+# Text mixing encoded-words with plain pieces and arbitrary single-line text.
+hostile_text = st.lists(
+    encoded_words()
+    | st.sampled_from(["Ada", "CEO", "<", ",", '"', "=?", "?=", "Grüße", " ", "\t"])
+    | header_text,
+    min_size=1,
+    max_size=4,
+).map(lambda parts: " ".join(parts))
+
+
+def _name_refused_for(name: str) -> bool:
+    """Refusals the display-name rules allow: raw lookalike characters, or too long."""
+    collapsed = " ".join(name.split())
+    return any(c in collapsed for c in "<>@") or len(name.strip(" \t")) > 200
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=hostile_text | header_text)
+def test_any_name_leaves_exactly_the_identity_address_in_from(name: str) -> None:
+    try:
+        built = build(replace(BASE, from_name=name))
+    except InvalidInput as exc:
+        assert exc.field == "from_name"
+        assert _name_refused_for(name)
+        return
+    assert not _name_refused_for(name)
+    assert_wire_safe(built.raw)
+    msg = parse(built)
+    assert_one_from(built, msg, " ".join(name.split()))
+    assert list(msg.keys()) == TEXT_ONLY
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=hostile_text | header_text, value=hostile_text | header_text)
+def test_any_subject_and_header_value_decode_to_the_given_text(subject: str, value: str) -> None:
+    draft = replace(BASE, subject=subject, headers=(("X-Campaign", value),))
+    try:
+        built = build(draft)
+    except InvalidInput as exc:
+        # Only the length limit may refuse single-line text.
+        assert exc.field == "subject" and len(subject.strip(" \t")) > 998
+        return
+    assert_wire_safe(built.raw)
+    msg = parse(built)
+    assert msg["Subject"] == subject.strip(" \t")
+    assert msg["X-Campaign"] == value.strip(" \t")
+    assert list(msg.keys()) == [*ADDRESSING, "X-Campaign", *TEXT_ONLY[5:]]
+    assert_one_from(built, msg, BASE.from_name)
+    assert content(msg) == BASE.text
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    filenames=st.lists(hostile_text | header_text.filter(str.strip), min_size=1, max_size=2),
+    data=st.binary(max_size=64),
+)
+def test_any_filename_decodes_to_the_given_text(filenames: list[str], data: bytes) -> None:
+    attachments = tuple(Attachment(f, "application/pdf", data) for f in filenames)
+    try:
+        built = build(replace(BASE, attachments=attachments))
+    except InvalidInput as exc:
+        # Only the plain-file-name rules may refuse: folders, angle brackets, empty, too long.
+        assert exc.field is not None and exc.field.endswith(".filename")
+        bad = filenames[int(exc.field.split("[")[1].split("]")[0])]
+        assert (
+            any(c in bad for c in "/\\<>") or not bad.strip() or len(bad.strip(" \t")) > 255
+        )
+        return
+    assert_wire_safe(built.raw)
+    msg = parse(built)
+    assert list(msg.keys()) == [*ADDRESSING, "Content-Type", "MIME-Version"]
+    body, *atts = msg.iter_parts()
+    assert content(body) == BASE.text
+    assert len(atts) == len(filenames)
+    for att, filename in zip(atts, filenames, strict=True):
+        assert list(att.keys()) == PART_HEADERS
+        assert att.get_content_type() == "application/pdf"
+        assert att.get_content_disposition() == "attachment"
+        assert att.get_filename() == filename.strip()
+        assert att.get_payload(decode=True) == data
+        assert not list(att.iter_parts())
+    assert_one_from(built, msg, BASE.from_name)
