@@ -92,3 +92,49 @@ async def test_implicit_tls_relay(env, smtp_server, tls_peer):
         password="relay-pass-123",
     )
     assert res["ok"] is True, res
+
+
+# Issue 7, defect 5: the relay check refuses the same non-global ranges as the managed channel.
+# Saving a relay only resolves its host (no connection), so every form can be tried there; the
+# connection test dials, so it gets only forms that land on loopback, where a sink listens.
+NON_GLOBAL_LITERALS = [
+    ("[::127.0.0.1]", "IPv4-compatible"),
+    ("[::ffff:0:127.0.0.1]", "IPv4-translated"),
+    ("[64:ff9b::7f00:1]", "NAT64"),
+    ("[2002:7f00:1::]", "6to4"),
+    ("224.0.0.1", "multicast"),
+    ("[fec0::1]", "site-local"),
+    ("100.64.0.1", "carrier-grade NAT"),
+    ("169.254.169.254", "link-local"),
+]
+LOOPBACK_FORMS = ["127.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0", "localhost"]  # noqa: S104
+
+
+async def test_saving_a_relay_at_a_non_global_literal_is_refused(env):
+    acct = await env.account("ada@acme.example")
+    env.rt.settings.allow_private_relays = False
+    for host, kind in NON_GLOBAL_LITERALS:
+        r = await acct.client.put(
+            "/api/v1/delivery-channel", json={"channel": "smtp", "smtp": {"host": host}}
+        )
+        assert r.status_code == 400, (host, r.text)
+        error = r.json()["error"]
+        assert "not a public internet address" in error and kind in error, (host, error)
+    assert (await acct.client.get("/api/v1/delivery-channel")).json()["source"] == "default"
+
+
+async def test_connection_test_never_dials_a_loopback_relay(env, smtp_server):
+    acct = await env.account("ada@acme.example")
+    sink = await smtp_server()  # on 127.0.0.1: every form below would reach it if dialled
+    env.rt.settings.allow_private_relays = False
+    for host in LOOPBACK_FORMS:
+        res = await check(acct, host=host, port=sink.port, security="none")
+        assert (res["ok"], res["step"]) == (False, "resolve"), (host, res)
+        assert "not a public internet address" in res["message"]
+        assert "POSTWAY_ALLOW_PRIVATE_RELAYS=1" in res["message"]
+    assert sink.sessions_opened == 0 and sink.commands == []
+    # Allowed by the operator, the same relay is dialled.
+    env.rt.settings.allow_private_relays = True
+    res = await check(acct, host="[::ffff:127.0.0.1]", port=sink.port, security="none")
+    assert res["ok"] is True, res
+    assert sink.sessions_opened == 1

@@ -17,7 +17,7 @@ from postway.domain.bounce_reasons import classify_reply
 from postway.domain.states import REASON_CHANNEL_ERROR, ChannelName, DeliveryState
 from postway.mta.dkim import DkimSigner, load_or_create_key
 from postway.mta.pool import Attempt, NoServerReached, PoolConfig, SessionPool
-from postway.mta.resolver import Resolver, RouteError
+from postway.mta.resolver import Resolver, RouteError, RouteRefused
 from postway.mta.smtp_client import (
     ConnectionLost,
     NotSupported,
@@ -96,11 +96,15 @@ class ManagedChannel:
         max_messages: int = 100,
         idle_seconds: float = 5.0,
         concurrency: int = 20,
+        mx_port: int = 25,
     ) -> None:
         self.settings = settings
         self._secret = settings.resolved_secret_key()
         self.resolver = resolver or Resolver(
-            settings.dns_nameservers, parse_transport(settings.transport)
+            settings.dns_nameservers,
+            parse_transport(settings.transport),
+            mx_port=mx_port,
+            allow_private=settings.allow_private_relays,
         )
         self.pool = pool or SessionPool(
             PoolConfig(
@@ -158,6 +162,13 @@ class ManagedChannel:
             return _outcome(
                 r, DeliveryState.BOUNCED, reason="hostunknown", hard=True, status="5.1.2",
                 diagnostic=f"the domain {domain} is not a valid domain name",
+            )  # fmt: skip
+        except RouteRefused as exc:
+            # Postway's own refusal, before any connection: failed, not a bounce, so the
+            # recipient is not suppressed for what may be an operator's missing setting.
+            return _outcome(
+                r, DeliveryState.FAILED, reason=exc.reason, status=exc.status, hard=False,
+                diagnostic=str(exc),
             )  # fmt: skip
         except RouteError as exc:
             state = DeliveryState.BOUNCED if exc.permanent else DeliveryState.DEFERRED

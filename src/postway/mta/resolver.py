@@ -2,6 +2,11 @@
 
 Results are cached for their DNS TTL (negative answers for a short, fixed time); temporary
 failures are never cached, so the next attempt asks again.
+
+Addresses learnt from DNS are screened: a non-global one (loopback, private, link-local,
+NAT64, ...: see `postway.domain.network`) is never put in a route, so an MX record cannot
+steer Postway into the network it runs in. Transport-map routes are the operator's own and are
+not screened; `allow_private` turns screening off for networks where MX hosts are internal.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from postway.domain.network import non_global_kind
 from postway.errors import InvalidInput, PostwayError
 from postway.mta.transport import Relay, TransportMap
 
@@ -54,6 +60,28 @@ class RouteError(PostwayError):
         self.permanent = permanent
         self.reason = reason
         self.status = status
+
+
+class RouteRefused(RouteError):
+    """DNS named mail servers for the domain, but only at addresses Postway will not dial.
+
+    Permanent. Postfix bounces an MX that points back at itself ("mail for X loops back to
+    myself", 5.4.6), which is what an MX on loopback is; addresses dropped by its DNS reply
+    filter defer instead (4.7.0) until the queue lifetime ends, which only repeats the same
+    answer for days: the records will not change by themselves, so the sender hears now.
+    """
+
+    def __init__(self, domain: str, refused: list[tuple[str, str, str]]) -> None:
+        shown = "; ".join(f"{name} is {ip} ({kind})" for name, ip, kind in refused[:4])
+        more = f"; and {len(refused) - 4} more" if len(refused) > 4 else ""
+        super().__init__(
+            f"no usable mail server for {domain}: its mail servers resolve only to addresses "
+            f"that are not on the public internet ({shown}{more}); Postway does not connect to "
+            "those (route the domain in POSTWAY_TRANSPORT or set "
+            "POSTWAY_ALLOW_PRIVATE_RELAYS=1 to deliver to internal mail servers)",
+            permanent=True, reason="hostunknown", status="5.4.4",
+        )  # fmt: skip
+        self.refused = refused
 
 
 def _temporary(message: str) -> RouteError:
@@ -113,6 +141,7 @@ class Resolver:
         lifetime: float = 10.0,
         rng: random.Random | None = None,
         mx_port: int = 25,
+        allow_private: bool = False,
     ) -> None:
         servers = parse_nameservers(nameservers)
         if servers:
@@ -126,6 +155,7 @@ class Resolver:
         self._rng = rng or random.Random()
         self._cache: dict[tuple[str, str], _Answer] = {}
         self._mx_port = mx_port  # 25 on the internet; tests and demos point it elsewhere
+        self._allow_private = allow_private  # POSTWAY_ALLOW_PRIVATE_RELAYS
 
     async def lookup(self, name: str, rtype: str) -> _Answer:
         """Records of one type for one name. Raises RouteError (temporary) on SERVFAIL or
@@ -169,7 +199,10 @@ class Resolver:
         - a null MX (RFC 7505, `MX 0 .`) or NXDOMAIN is permanent: the domain takes no mail;
         - MX hosts without addresses are skipped; if none is left the failure is temporary
           when any lookup failed temporarily, permanent otherwise;
-        - a SERVFAIL or timeout anywhere that leaves no host is a temporary failure.
+        - a SERVFAIL or timeout anywhere that leaves no host is a temporary failure;
+        - unless `allow_private`, no address learnt from DNS that is not global is in the
+          route (the host keeps its other addresses); when that leaves no host, and no lookup
+          failed temporarily, the failure is RouteRefused (permanent, nothing was dialled).
         """
         domain = domain.lower().rstrip(".")
         relay = self._transport.lookup(domain)
@@ -178,6 +211,7 @@ class Resolver:
         mx = await self.lookup(domain, "MX")
         if mx.nxdomain:
             raise _no_host(domain)
+        refused: list[tuple[str, str, str]] = []  # (host, address, kind) kept out of the route
         if not mx.records:
             addrs, missing = await self.addresses(domain)
             if not addrs:
@@ -185,7 +219,10 @@ class Resolver:
                     f"the domain {domain} has no MX and no address records",
                     permanent=True, reason="hostunknown", status="5.1.2",
                 )  # fmt: skip
-            return Route(domain, (MailHost(domain, tuple(addrs), self._mx_port),), "implicit-mx")
+            usable = self._screen(domain, addrs, refused)
+            if not usable:
+                raise RouteRefused(domain, refused)
+            return Route(domain, (MailHost(domain, usable, self._mx_port),), "implicit-mx")
         entries = [_parse_mx(r) for r in mx.records]
         real = [(p, h) for p, h in entries if h != "."]
         if not real:
@@ -201,16 +238,34 @@ class Resolver:
             except RouteError as exc:
                 temp_error = exc
                 continue
-            if addrs:
-                hosts.append(MailHost(name, tuple(addrs), self._mx_port, pref))
+            usable = self._screen(name, addrs, refused)
+            if usable:
+                hosts.append(MailHost(name, usable, self._mx_port, pref))
         if not hosts:
             if temp_error is not None:
                 raise temp_error
+            if refused:
+                raise RouteRefused(domain, refused)
             raise RouteError(
                 f"no mail server of {domain} has an address in DNS",
                 permanent=True, reason="hostunknown", status="5.4.4",
             )  # fmt: skip
         return Route(domain, tuple(hosts), "mx")
+
+    def _screen(
+        self, host: str, addrs: list[str], refused: list[tuple[str, str, str]]
+    ) -> tuple[str, ...]:
+        """The addresses of `host` Postway may dial; the others are added to `refused`."""
+        if self._allow_private:
+            return tuple(addrs)
+        usable = []
+        for address in addrs:
+            kind = non_global_kind(address)
+            if kind is None:
+                usable.append(address)
+            else:
+                refused.append((host, address, kind))
+        return tuple(usable)
 
     def _order(self, entries: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
         shuffled = list(entries)

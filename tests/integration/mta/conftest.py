@@ -37,7 +37,7 @@ async def managed(
         s = settings or settings_for(tmp_path, dns_peer)
         resolver = Resolver(
             s.dns_nameservers, parse_transport(s.transport), timeout=1.0, lifetime=1.5,
-            mx_port=port,
+            mx_port=port, allow_private=s.allow_private_relays,
         )  # fmt: skip
         if s.dkim_algorithm == "rsa-sha256":
             kw.setdefault("signer", rsa_signer)

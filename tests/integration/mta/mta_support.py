@@ -47,6 +47,9 @@ def settings_for(tmp_path: Path, dns_peer: Any, **overrides: Any) -> Settings:
         hostname="postway.test",
         bounce_domain=BOUNCE_DOMAIN,
         dns_nameservers=dns_peer.nameserver,
+        # The DNS peer points MX hosts at loopback sinks: internal servers, allowed on purpose
+        # (test_mx_ssrf.py turns this off to see them refused).
+        allow_private_relays=True,
     )
     values.update(overrides)
     return Settings(**values)
