@@ -8,7 +8,6 @@ replies: 2xx sent, 4xx or a dropped connection deferred, 5xx failed with the rep
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import aiosmtplib
 from postway.channels.base import OutboundMessage, Outcome, outcomes_for_all
 from postway.config import Settings
 from postway.domain.bounce_reasons import classify_reply, find_status
+from postway.domain.network import non_global_kind
 from postway.domain.states import REASON_AUTH_FAILURE, ChannelName, DeliveryState
 from postway.errors import ChannelError
 from postway.mta.smtp_client import tls_context
@@ -33,13 +33,9 @@ class RelayCheck:
     message: str
 
 
-def _is_private(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    return not addr.is_global
-
-
 async def resolve_relay(host: str, port: int, allow_private: bool) -> list[str]:
-    """The relay's addresses. Refuses private and loopback targets unless allowed, so the
+    """The relay's addresses. Refuses every non-global target (loopback, private, link-local,
+    multicast, NAT64, IPv4-mapped, ...: see `postway.domain.network`) unless allowed, so the
     relay setting cannot be used to probe the network Postway runs in (SSRF)."""
     loop = asyncio.get_running_loop()
     try:
@@ -47,11 +43,13 @@ async def resolve_relay(host: str, port: int, allow_private: bool) -> list[str]:
     except socket.gaierror as exc:
         raise ChannelError(f"the name {host} was not found in DNS", step="resolve") from exc
     ips = sorted({str(info[4][0]) for info in infos})
-    if not allow_private and any(_is_private(ip) for ip in ips):
+    refused = [(ip, kind) for ip in ips if (kind := non_global_kind(ip)) is not None]
+    if not allow_private and refused:
+        ip, kind = refused[0]
         raise ChannelError(
-            f"{host} resolves to a private or loopback address ({', '.join(ips)}); "
+            f"{host} resolves to {ip}, which is not a public internet address ({kind}); "
             "relays must be reachable on the public internet "
-            "(set POSTWAY_ALLOW_PRIVATE_RELAYS=1 to allow internal relays)",
+            "(set POSTWAY_ALLOW_PRIVATE_RELAYS=1 to allow private or loopback relays)",
             step="resolve",
         )
     return ips
