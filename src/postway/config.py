@@ -52,7 +52,9 @@ class Settings(BaseSettings):
         "`example.net=127.0.0.1:2525,*=127.0.0.1:2526`.",
     )
     allow_private_relays: bool = Field(
-        False, description="Allow custom SMTP relays on loopback or private addresses."
+        False,
+        description="Allow custom SMTP relays, and MX hosts found in DNS, on loopback, private "
+        "or other non-public addresses.",
     )
     max_message_bytes: int = Field(
         25 * 1024 * 1024, description="Largest message accepted for sending, in bytes."
