@@ -113,6 +113,39 @@ class Settings(BaseSettings):
         description="Address the intake also accepts, for ARF complaint reports from feedback "
         "loops (e.g. `fbl@` the bounce domain); empty: none.",
     )
+    bounce_max_connections_per_peer: int = Field(
+        10,
+        description="Concurrent bounce intake connections from one client address (IPv6: its "
+        "/64); more get 421.",
+    )
+    bounce_session_seconds: float = Field(
+        300.0, description="Longest bounce intake SMTP session; then 421 and the line is closed."
+    )
+    bounce_max_idle_commands: int = Field(
+        20,
+        description="NOOP, RSET, HELO/EHLO, HELP, VRFY and EXPN a bounce intake client may send "
+        "between two messages; more get 421 and the line is closed.",
+    )
+    bounce_max_recipients: int = Field(
+        20,
+        description="VERP addresses per message at the bounce intake (more get 452); the "
+        "message is stored once however many it names.",
+    )
+    bounce_peer_daily_reports: int = Field(
+        5000,
+        description="Bounce reports (one per VERP address) stored per client address (IPv6: "
+        "its /64) in 24 hours; more get 452 (the sender retries later).",
+    )
+    bounce_peer_daily_bytes: int = Field(
+        200 * 1024 * 1024,
+        description="Bytes of new raw bounce messages stored per client address (IPv6: its "
+        "/64) in 24 hours; more get 452.",
+    )
+    bounce_retention_days: float = Field(
+        30.0,
+        description="Days raw bounce messages are kept; then they are deleted and only what "
+        "they did (status, delivery, error) stays.",
+    )
 
     @field_validator("data_dir")
     @classmethod

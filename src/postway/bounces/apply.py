@@ -7,11 +7,16 @@ Statuses of a `BounceMessage` (the lifecycle kept by this module):
                `process_pending` at the next start)
     processed  it changed a delivery: bounced, delayed or complaint
     ignored    not a failure (auto-reply, delivery report) or a duplicate of an earlier bounce
-    unmatched  no delivery found for it; kept for review, changed nothing
+    unmatched  no signed VERP token names a delivery (or the one named is gone); kept for
+               review with what the report names (Message-ID, recipients), changed nothing
     failed     not understood (or processing broke); kept for review with the error
 
 Invariant: a bounce row leaves `received` in the same transaction that writes its effects, so
 processing one twice (a retry, two intake processes after a crash) never doubles its events.
+
+Invariant: only a signed VERP token changes a delivery (the address the report was sent to,
+or for the feedback address a token in the returned message's headers). A report naming a
+Message-ID and a recipient proves nothing: anyone can write one, so it is recorded only.
 """
 
 from __future__ import annotations
@@ -22,17 +27,18 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import selectinload
 
 from postway.bounces.model import BounceReport, BounceResult
 from postway.bounces.parse import parse_bounce
+from postway.bounces.storage import store_bounce as store_bounce  # re-exported for callers
 from postway.config import Settings
 from postway.delivery.outcomes import add_suppression
 from postway.domain.states import DeliveryState
 from postway.mta.verp import parse_return_path
 from postway.store.db import Database
 from postway.store.events import append_event
-from postway.store.models import BounceMessage, Delivery, DeliveryEvent, Message, utcnow
+from postway.store.models import BounceMessage, Delivery, DeliveryEvent, utcnow
 
 log = logging.getLogger("postway.bounces")
 
@@ -44,6 +50,9 @@ COMPLAINT_REASON = "complaint"
 _TOKEN_RE = re.compile(rb"b\+[0-9a-f]{32}-[a-z2-7]{16}@[a-z0-9.-]+", re.IGNORECASE)
 _REPLY_CODE_RE = re.compile(r"^\s*(?:smtp\s*;\s*)?([245]\d\d)\b", re.IGNORECASE)
 _SCAN_BYTES = 1_000_000  # a token in a returned message sits in its headers, near the top
+# Linear: a literal at a line start, then one bounded class (no overlapping quantifiers).
+_MESSAGE_ID_RE = re.compile(rb"^Message-ID:[ \t]*(<[^<>\s]{1,250}>)", re.IGNORECASE | re.MULTILINE)
+_NAMED = 3  # Message-IDs and recipients quoted in a review note
 
 
 @dataclass(frozen=True)
@@ -57,32 +66,6 @@ class Processed:
     error: str | None = None
 
 
-async def store_bounce(
-    db: Database, *, mail_from: str, rcpt_tos: list[str], peer: str, raw: bytes
-) -> list[str]:
-    """Store one accepted message raw, a row per recipient; returns the ids once committed.
-
-    The intake answers 250 only after this returns: from then on the bounce is ours to keep.
-    """
-    now = utcnow()
-    rows = [
-        BounceMessage(
-            received_at=now,
-            mail_from=mail_from[:320],
-            rcpt_to=rcpt[:320],
-            peer=peer[:64],
-            raw=raw,
-            size=len(raw),
-            status=RECEIVED,
-        )  # fmt: skip
-        for rcpt in rcpt_tos
-    ]
-    async with db.session() as s, s.begin():
-        s.add_all(rows)
-        await s.flush()
-        return [r.id for r in rows]
-
-
 async def process_bounce(
     db: Database, settings: Settings, bounce_id: str, *, retry: bool = False
 ) -> Processed | None:
@@ -94,7 +77,7 @@ async def process_bounce(
         log.exception("processing bounce %s failed", bounce_id)
         error = f"processing error: {type(exc).__name__}: {exc}"
         async with db.session() as s, s.begin():
-            row = await s.get(BounceMessage, bounce_id, options=[defer(BounceMessage.raw)])
+            row = await s.get(BounceMessage, bounce_id)
             if row is None:
                 return None
             _finish(row, FAILED, error=error)
@@ -117,7 +100,6 @@ async def list_failures(db: Database, limit: int = 50) -> list[BounceMessage]:
     async with db.session() as s, s.begin():
         rows = await s.scalars(
             select(BounceMessage)
-            .options(defer(BounceMessage.raw))
             .where(BounceMessage.status.in_(REVIEW))
             .order_by(BounceMessage.received_at.desc(), BounceMessage.id)
             .limit(limit)
@@ -149,26 +131,31 @@ async def _process(
     async with db.session() as s, s.begin():
         # FOR UPDATE on PostgreSQL; on SQLite BEGIN IMMEDIATE already serialises writers.
         row = await s.scalar(
-            select(BounceMessage).where(BounceMessage.id == bounce_id).with_for_update()
+            select(BounceMessage)
+            .options(selectinload(BounceMessage.body))
+            .where(BounceMessage.id == bounce_id)
+            .with_for_update(of=BounceMessage)
         )
         if row is None:
             return None
         if row.status != RECEIVED and not (retry and row.status in REVIEW):
             return _summary(row)
+        if row.body is None and row.status != RECEIVED:
+            return _summary(row)  # retention deleted the message; its record stands
         report = parse_bounce(row.raw)
         row.kind = report.kind
         if report.kind == "none":
             _finish(row, FAILED, error="not recognised as a bounce, delay notice, auto-reply "
                                        "or complaint; kept for review")  # fmt: skip
             return _summary(row)
-        delivery = await _find_delivery(s, settings, row, report)
+        delivery = await _find_delivery(s, settings, row)
         if delivery is not None:
             row.delivery_id, row.org_id = delivery.id, delivery.org_id
         if report.kind in ("auto-reply", "delivered"):
             _finish(row, IGNORED)  # the mailbox exists: nothing about the delivery changes
             return _summary(row)
         if delivery is None:
-            _finish(row, UNMATCHED, error=_unmatched_reason(settings, row))
+            _finish(row, UNMATCHED, error=_unmatched_reason(settings, row, report))
             return _summary(row)
         result = _result_for(report, delivery.recipient)
         await _apply(s, row, report, result, delivery)
@@ -284,18 +271,19 @@ def _secret_and_domain(settings: Settings) -> tuple[str, str]:
 
 
 async def _find_delivery(
-    s: AsyncSession, settings: Settings, row: BounceMessage, report: BounceReport
+    s: AsyncSession, settings: Settings, row: BounceMessage
 ) -> Delivery | None:
-    """The delivery a bounce is about: the VERP token it was sent to; for mail to the
-    feedback address (which names no delivery), a signed token or the original Message-ID
-    found in the returned message."""
+    """The delivery a bounce is about, named by a signed VERP token only: the address it was
+    sent to or, for mail to the feedback address (a complaint loop returns the original
+    headers, Return-Path included), a token in the returned message. Nothing else a report
+    says (Message-ID, recipient) chooses a delivery: anyone can write those."""
     secret, domain = _secret_and_domain(settings)
     delivery_id = parse_return_path(row.rcpt_to, secret, domain)
     if delivery_id is None:
         delivery_id = _token_in(row.raw, secret, domain)
-    if delivery_id is not None:
-        return await s.get(Delivery, delivery_id, with_for_update=True)
-    return await _by_message_id(s, row.raw, report)
+    if delivery_id is None:
+        return None
+    return await s.get(Delivery, delivery_id, with_for_update=True)
 
 
 def _token_in(raw: bytes, secret: str, domain: str) -> str | None:
@@ -306,35 +294,23 @@ def _token_in(raw: bytes, secret: str, domain: str) -> str | None:
     return None
 
 
-async def _by_message_id(s: AsyncSession, raw: bytes, report: BounceReport) -> Delivery | None:
-    from postway.bounces.dsn import returned_headers
-    from postway.bounces.mime import header, parse_message
-
-    try:
-        original = returned_headers(parse_message(raw[:_SCAN_BYTES]))
-        message_id = header(original, "Message-ID").strip() if original is not None else ""
-    except Exception:  # noqa: BLE001 - a malformed report simply names no message
-        return None
-    if not message_id:
-        return None
-    recipients = {r.recipient.lower() for r in report.results if r.recipient}
-    rows = await s.scalars(
-        select(Delivery)
-        .join(Message, Message.id == Delivery.message_id)
-        .where(Message.message_id_header == message_id)
-        .with_for_update(of=Delivery)
-    )
-    candidates = list(rows)
-    for d in candidates:
-        if d.recipient.lower() in recipients:
-            return d
-    # One recipient: the report is about it even if it names no address (redacted ARF).
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _unmatched_reason(settings: Settings, row: BounceMessage) -> str:
+def _unmatched_reason(settings: Settings, row: BounceMessage, report: BounceReport) -> str:
     secret, domain = _secret_and_domain(settings)
     token = parse_return_path(row.rcpt_to, secret, domain)
     if token is not None:
         return f"no delivery {token} (the VERP token is valid, the delivery is gone)"
-    return "no signed VERP token or known Message-ID identifies the delivery"
+    return (
+        "no signed VERP token: kept for review, changed nothing (a report naming a message "
+        f"is not proof it was sent one); it names {_named(row.raw, report)}"
+    )
+
+
+def _named(raw: bytes, report: BounceReport) -> str:
+    """What an unsigned report claims to be about, for whoever reviews it (bounded)."""
+    ids = list(dict.fromkeys(m.group(1).decode("ascii", "replace")
+                             for m in _MESSAGE_ID_RE.finditer(raw[:_SCAN_BYTES])))  # fmt: skip
+    rcpts = list(dict.fromkeys(r.recipient.lower() for r in report.results if r.recipient))
+    return (
+        f"Message-ID {', '.join(ids[:_NAMED]) or 'none'}; "
+        f"recipient {', '.join(rcpts[:_NAMED]) or 'none'}"
+    )

@@ -228,25 +228,54 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class BounceBody(Base):
+    """A raw message received by the bounce intake, stored once however many VERP addresses
+    it was sent to (keyed by its SHA-256), and deleted when the retention period ends; the
+    `bounce_messages` rows that record what it did are kept."""
+
+    __tablename__ = "bounce_bodies"
+    __table_args__ = (Index("ix_bounce_bodies_peer_received", "peer_key", "received_at"),)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    # The client that first sent it (IPv6: its /64), for the per-client daily byte quota.
+    peer_key: Mapped[str] = mapped_column(String(64), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class BounceMessage(Base):
-    """A message received by the bounce intake, stored raw before it is parsed, so a parse
-    failure loses nothing; `status` says what processing made of it."""
+    """One recipient (VERP address) of a message received by the bounce intake; the message
+    itself is a `BounceBody`, stored before it is parsed so a parse failure loses nothing.
+    `status` says what processing made of it."""
 
     __tablename__ = "bounce_messages"
+    __table_args__ = (Index("ix_bounce_messages_peer_received", "peer_key", "received_at"),)
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     mail_from: Mapped[str] = mapped_column(String(320), default="")
     rcpt_to: Mapped[str] = mapped_column(String(320))
     peer: Mapped[str] = mapped_column(String(64), default="")
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    peer_key: Mapped[str] = mapped_column(String(64), default="")  # IPv6: the /64
+    # No foreign key: the body goes when retention ends, the row (and the hash) stays.
+    raw_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    body: Mapped[BounceBody | None] = relationship(
+        primaryjoin="foreign(BounceMessage.raw_sha256) == BounceBody.sha256",
+        lazy="raise",
+        viewonly=True,
+    )
     size: Mapped[int] = mapped_column(Integer)
-    # received, processed, ignored (not a bounce), unmatched (token did not verify), failed
+    # received, processed, ignored (not a bounce), unmatched (no signed token), failed
     status: Mapped[str] = mapped_column(String(16), default="received", index=True)
     kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivery_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     org_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def raw(self) -> bytes:
+        """The message as received (load `body` first); empty once retention deleted it."""
+        return self.body.raw if self.body is not None else b""
 
 
 class ThrottleWindow(Base):

@@ -19,7 +19,7 @@ from postway.store.models import Delivery, utcnow
 from postway.store.users import get_user_by_email, principal_of
 
 FEEDBACK = "fbl@bounces.postway.test"  # the feedback-loop address the `intake` fixture sets
-CORPUS = Path(__file__).resolve().parents[3] / "data" / "bounces"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "bounces"  # tests/data
 
 
 @dataclass
@@ -33,6 +33,13 @@ class Seeded:
 async def seed_delivered(env, owner_email: str, recipient: str) -> Seeded:
     """A managed message to `recipient`, recorded as accepted by the recipient's server (what
     the MTA writes after a 250), as the state a later DSN finds it in."""
+    (seeded,) = await seed_delivered_many(env, owner_email, [recipient])
+    return seeded
+
+
+async def seed_delivered_many(env, owner_email: str, recipients: list[str]) -> list[Seeded]:
+    """One managed message to several recipients, each delivery recorded as delivered; the
+    owner gets a new identity (so call this once per owner)."""
     async with env.rt.db.session() as s, s.begin():
         who = principal_of(await get_user_by_email(s, owner_email))
         ident = await create_identity(
@@ -43,16 +50,18 @@ async def seed_delivered(env, owner_email: str, recipient: str) -> Seeded:
             s,
             env.rt.settings,
             who,
-            SendRequest(identity_id=ident.id, to=[recipient], subject="Hello", text="Hi there"),
+            SendRequest(identity_id=ident.id, to=recipients, subject="Hello", text="Hi there"),
         )
-        d = deliveries[0]
-        d.state, d.due_at, d.reply_code, d.updated_at = "delivered", None, 250, utcnow()
-        d.remote_mta, d.attempts = "mx.client.example", 1
-        append_event(s, d, "delivered", reply_code=250)
-        verp = make_return_path(
-            d.id, env.rt.settings.resolved_secret_key(), env.rt.settings.bounce_domain
-        )
-        return Seeded(d.id, verp, message.message_id_header, d.recipient)
+        out = []
+        for d in deliveries:
+            d.state, d.due_at, d.reply_code, d.updated_at = "delivered", None, 250, utcnow()
+            d.remote_mta, d.attempts = "mx.client.example", 1
+            append_event(s, d, "delivered", reply_code=250)
+            verp = make_return_path(
+                d.id, env.rt.settings.resolved_secret_key(), env.rt.settings.bounce_domain
+            )
+            out.append(Seeded(d.id, verp, message.message_id_header, d.recipient))
+        return out
 
 
 async def delivery(env, delivery_id: str) -> Delivery:
@@ -119,6 +128,29 @@ def build_dsn(
             ("text/rfc822-headers", original_headers(seeded)),
         ],
     )  # fmt: skip
+
+
+def build_dsn_for_many(seeded: list[Seeded]) -> bytes:
+    """One DSN reporting every recipient of one message as unknown (a relay that batches)."""
+    blocks = "\n".join(
+        f"Final-Recipient: rfc822; {x.recipient}\nAction: failed\nStatus: 5.1.1\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{x.recipient}>: User unknown\n"
+        for x in seeded
+    )
+    headers = (
+        "From: MAILER-DAEMON@mx1.client.example (Mail Delivery System)\n"
+        "To: postmaster@acme.example\nSubject: Undelivered Mail\n"
+        "Message-ID: <dsn.many@mx1.client.example>\n"
+    )
+    return _report(
+        headers,
+        "delivery-status",
+        [
+            ("text/plain", "Your message could not be delivered to any recipient."),
+            ("message/delivery-status", f"Reporting-MTA: dns; mx1.client.example\n\n{blocks}"),
+            ("text/rfc822-headers", original_headers(seeded[0])),
+        ],
+    )
 
 
 def build_arf(seeded: Seeded) -> bytes:

@@ -13,6 +13,7 @@ from bounce_support import (
     send,
 )
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from postway.bounces.apply import process_bounce
 from postway.store.models import BounceMessage, DeliveryEvent, Suppression
@@ -30,7 +31,13 @@ async def events(env, delivery_id: str) -> list[DeliveryEvent]:
 
 async def bounce_rows(env) -> list[BounceMessage]:
     async with env.rt.db.session() as s:
-        return list(await s.scalars(select(BounceMessage).order_by(BounceMessage.received_at)))
+        return list(
+            await s.scalars(
+                select(BounceMessage)
+                .options(selectinload(BounceMessage.body))
+                .order_by(BounceMessage.received_at)
+            )
+        )
 
 
 async def suppressions(env) -> list[Suppression]:

@@ -11,6 +11,7 @@ import aiosmtplib
 import pytest
 from bounce_support import build_dsn, seed_delivered, send
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from postway.bounces.apply import reprocess_failed, store_bounce
 from postway.bounces.intake import BounceIntake
@@ -22,7 +23,9 @@ SECRET = "test-secret-key-for-postway-tests-0123456789"  # make_settings' key
 
 async def stored(env) -> list[BounceMessage]:
     async with env.rt.db.session() as s:
-        return list(await s.scalars(select(BounceMessage)))
+        return list(
+            await s.scalars(select(BounceMessage).options(selectinload(BounceMessage.body)))
+        )
 
 
 async def rcpt_reply(port: int, address: str) -> tuple[int, str]:
