@@ -156,20 +156,69 @@ def user_create(
 
 @token_app.command("create")
 def token_create(
-    email: str, name: Annotated[str, typer.Option(help="A label for the token.")] = "cli"
+    email: str,
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "cli",
+    expires_days: Annotated[
+        float | None,
+        typer.Option("--expires-days", min=0.0, help="Stop working after this many days."),
+    ] = None,
 ) -> None:
     """Create an API token for a user; it is shown once, on the last line."""
+    from datetime import timedelta
 
     async def go(rt: Runtime) -> str:
         from postway.store.users import create_token, get_user_by_email
 
+        expires_in = timedelta(days=expires_days) if expires_days is not None else None
         async with rt.db.session() as s, s.begin():
             user = await get_user_by_email(s, email)
-            return await create_token(s, user, name)
+            return await create_token(s, user, name, expires_in=expires_in)
 
     token = _run(go)
     console.print("API token (shown once; store it now):")
     print(token)
+
+
+@token_app.command("list")
+def token_list(email: str) -> None:
+    """List a user's API tokens that are not revoked (never the tokens themselves)."""
+    from rich import box
+    from rich.table import Table
+
+    from postway.store.models import utcnow
+
+    async def go(rt: Runtime) -> list[Any]:
+        from postway.store.users import get_user_by_email, list_tokens
+
+        async with rt.db.session() as s, s.begin():
+            return await list_tokens(s, (await get_user_by_email(s, email)).id)
+
+    def at(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+    rows, now = _run(go), utcnow()
+    table = Table("id", "name", "created", "last used", "expires", "state", box=box.SIMPLE_HEAD)
+    for t in rows:
+        expired = t.expires_at is not None and t.expires_at <= now
+        table.add_row(
+            t.id, t.name, at(t.created_at), at(t.last_used_at), at(t.expires_at),
+            "expired" if expired else "active",
+        )  # fmt: skip
+    Console().print(table)  # stdout; `console` is stderr
+    console.print(f"{len(rows)} token{'s' if len(rows) != 1 else ''} for {email}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke an API token by its id (from `postway token list`); it stops working at once."""
+
+    async def go(rt: Runtime) -> str:
+        from postway.store.users import revoke_token
+
+        async with rt.db.session() as s, s.begin():
+            return (await revoke_token(s, token_id)).id
+
+    console.print(f"revoked token {_run(go)}")
 
 
 @identity_app.command("verify")

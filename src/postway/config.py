@@ -147,6 +147,27 @@ class Settings(BaseSettings):
         "they did (status, delivery, error) stays.",
     )
 
+    # -- abuse limits: logins and confirmation mails --
+    login_max_failures: int = Field(
+        5, description="Failed logins for one account before it is locked for a while."
+    )
+    login_max_failures_per_address: int = Field(
+        20, description="Failed logins from one client address (IPv6: its /64) before it is locked."
+    )
+    login_lock_seconds: float = Field(
+        30.0, description="First lock after too many failed logins; doubles with each further one."
+    )
+    login_lock_max_seconds: float = Field(3600.0, description="Longest lock after failed logins.")
+    login_failure_window_seconds: float = Field(
+        86400.0, description="Failed logins older than this (and no lock) are forgotten."
+    )
+    confirmations_per_user_hour: int = Field(
+        5, description="Identity confirmation mails one user may have sent per hour."
+    )
+    confirmations_per_address_day: int = Field(
+        3, description="Identity confirmation mails one address may receive per day."
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, v: Path) -> Path:

@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from postway.runtime import Runtime
 from postway.store.identities import create_identity, mark_verified
-from postway.store.models import User
-from postway.store.users import create_token, create_user, principal_of
+from postway.store.models import User, utcnow
+from postway.store.users import create_token, create_user, list_tokens, principal_of
 
 DEMO_EMAIL = "demo@postway.test"
 DEMO_PASSWORD = "postway-demo"  # noqa: S105 - a published demo login, on loopback only
@@ -120,8 +120,16 @@ class LocalInbox:
         )
 
 
-async def seed_demo(rt: Runtime) -> str:
-    """Create the demo user and identity once; returns a fresh API token for it."""
+DEMO_TOKEN_NAME = "demo"  # noqa: S105 - a label, not a secret
+
+
+async def seed_demo(rt: Runtime) -> str | None:
+    """Create the demo user and identity once, and its API token once.
+
+    Returns the token when it was just made. A later start keeps the live demo token (not
+    revoked, not expired) and returns None: only the token's hash is stored, so it cannot be
+    shown again, and nothing else (no copy in the data folder) could leak it.
+    """
     async with rt.db.session() as s, s.begin():
         user = await s.scalar(select(User).where(User.email == DEMO_EMAIL))
         if user is None:
@@ -130,4 +138,23 @@ async def seed_demo(rt: Runtime) -> str:
                 s, principal_of(user), name="Demo Rep", email=DEMO_EMAIL, signature="-- Demo Rep"
             )
             await mark_verified(s, DEMO_EMAIL)
-        return await create_token(s, user, "demo")
+        live = any(
+            t.name == DEMO_TOKEN_NAME and (t.expires_at is None or t.expires_at > utcnow())
+            for t in await list_tokens(s, user.id)
+        )
+        return None if live else await create_token(s, user, DEMO_TOKEN_NAME)
+
+
+def demo_banner(host: str, port: int, token: str | None) -> str:
+    """What `serve --demo` prints: the login, and the API token only when it was just made."""
+    head = (
+        f"Demo: log in as {DEMO_EMAIL} / {DEMO_PASSWORD}; mail is delivered to the local inbox "
+        f"at http://{host}:{port}/inbox (bounce.test bounces, defer.test defers)."
+    )
+    if token is not None:
+        return f"{head}\nDemo API token:\n{token}"
+    return (
+        f"{head}\nDemo API token: kept from the first start (it was printed then). "
+        f"`postway token list {DEMO_EMAIL}` lists it; after `postway token revoke ID` the next "
+        "start makes and prints a new one."
+    )

@@ -31,6 +31,14 @@ class Conflict(PostwayError):
     """The request clashes with the current state (e.g. an address already in use)."""
 
 
+class RateLimited(PostwayError):
+    """Too many attempts of something limited; `retry_after` is how many seconds to wait."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
 class TooLarge(InvalidInput):
     """The message exceeds the configured size limit."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -18,15 +19,37 @@ from postway.errors import PostwayError
 _hasher = PasswordHasher()
 
 
+class _PasswordStats:
+    """How many argon2 verifications ran in this process: lets tests see that every login
+    path pays for one, without timing it."""
+
+    verifications = 0
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
+    """Argon2 verification; slow on purpose (tens of ms of CPU), so callers run it in a thread
+    (`asyncio.to_thread`) and outside any database transaction."""
+    _PasswordStats.verifications += 1
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def password_verifications() -> int:
+    return _PasswordStats.verifications
+
+
+@functools.cache
+def dummy_password_hash() -> str:
+    """A real argon2 hash of a random password, made once with the same parameters as users'
+    hashes: verifying against it for an unknown email costs what a known one costs, so the
+    answer's timing does not tell which emails have accounts."""
+    return _hasher.hash(secrets.token_urlsafe(32))
 
 
 def new_token(prefix: str = "pw") -> str:

@@ -12,7 +12,7 @@ import uvicorn
 from sqlalchemy import func, select
 
 from postway.config import Settings
-from postway.demo import DEMO_EMAIL, DEMO_PASSWORD, LocalInbox, seed_demo
+from postway.demo import LocalInbox, demo_banner, seed_demo
 from postway.logs import setup_logging
 from postway.runtime import Runtime
 from postway.store.models import User
@@ -61,13 +61,7 @@ async def run_server(
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             tasks.append(asyncio.create_task(server.serve()))
             if demo:
-                token = await seed_demo(rt)
-                print(
-                    f"Demo: log in as {DEMO_EMAIL} / {DEMO_PASSWORD}; mail is delivered to the "
-                    f"local inbox at http://{host}:{port}/inbox (bounce.test bounces, defer.test "
-                    f"defers).\nDemo API token:\n{token}",
-                    flush=True,
-                )
+                print(demo_banner(host, port, await seed_demo(rt)), flush=True)
             await _announce(rt, host, port)
         if worker:
             tasks.append(asyncio.create_task(rt.worker.run()))

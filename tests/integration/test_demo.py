@@ -9,6 +9,7 @@ import sys
 
 import httpx
 from test_cli import cli_env
+from web_login import web_login
 
 from peers.smtp import free_port
 
@@ -72,9 +73,7 @@ async def test_demo_delivers_to_local_inbox_and_shows_bounces(tmp_path):
             assert [i["recipient"] for i in failed["items"]] == ["nobody@bounce.test"]
 
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as web:
-            r = await web.post(
-                "/login", data={"email": "demo@postway.test", "password": "postway-demo"}
-            )
+            r = await web_login(web, "demo@postway.test", "postway-demo")
             assert r.status_code == 303
             page = await web.get("/inbox")
             assert page.status_code == 200

@@ -103,6 +103,8 @@ async def test_requests_without_valid_token_are_refused(env):
         ("GET", "/api/v1/throttle"),
         ("POST", "/api/v1/deliveries/x/retry"),
         ("PUT", "/api/v1/throttle"),
+        ("GET", "/api/v1/tokens"),
+        ("DELETE", "/api/v1/tokens/x"),
     ]
     for method, path in paths:
         for headers in (

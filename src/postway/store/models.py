@@ -97,6 +97,37 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LoginThrottle(Base):
+    """Failed logins counted per account or per client address, and the lock they earned.
+
+    `key` is a hash of what is counted ("account:EMAIL", "address:IP"), so typed emails of
+    unknown users and client addresses are not kept in the clear.
+    """
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ConfirmationMail(Base):
+    """One identity confirmation mail sent, counted against the per-user and per-address
+    limits (the mail itself is a system message in `messages`)."""
+
+    __tablename__ = "confirmation_mails"
+    __table_args__ = (
+        Index("ix_confirmation_mails_user_sent", "user_id", "sent_at"),
+        Index("ix_confirmation_mails_address_sent", "address", "sent_at"),
+    )
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(320))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class WebSession(Base):

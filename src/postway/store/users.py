@@ -10,7 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postway.domain.addresses import normalize_address
 from postway.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from postway.security import hash_password, new_token, token_hash, verify_password
+from postway.security import (
+    dummy_password_hash,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
 from postway.store.models import ApiToken, Organisation, User, WebSession, utcnow
 
 SESSION_LIFETIME = timedelta(days=7)
@@ -60,16 +66,34 @@ async def get_user_by_email(db: AsyncSession, email: str) -> User:
     return user
 
 
-async def authenticate_password(db: AsyncSession, email: str, password: str) -> User:
-    user = await db.scalar(select(User).where(User.email == email.strip().lower()))
-    if user is None or not verify_password(user.password_hash, password):
-        raise AuthenticationFailed("wrong email or password")
-    return user
+async def login_record(db: AsyncSession, email: str) -> tuple[str, str] | None:
+    """(user id, password hash) of the user with this email, or None. The hash is checked
+    by `password_matches` after the transaction is closed: argon2 must not hold the lock."""
+    row = (
+        await db.execute(
+            select(User.id, User.password_hash).where(User.email == email.strip().lower())
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
-async def create_token(db: AsyncSession, user: User, name: str = "") -> str:
+def password_matches(stored_hash: str | None, password: str) -> bool:
+    """Argon2 verification whether or not the user exists (against a dummy hash when not),
+    so the time taken does not tell which emails have accounts. Blocking: run in a thread."""
+    ok = verify_password(stored_hash or dummy_password_hash(), password)
+    return ok and stored_hash is not None
+
+
+async def create_token(
+    db: AsyncSession, user: User, name: str = "", *, expires_in: timedelta | None = None
+) -> str:
+    """A new API token for `user`, shown only now (only its hash is kept); it stops working
+    after `expires_in` when given, or when revoked."""
     token = new_token("pw")
-    db.add(ApiToken(user_id=user.id, token_hash=token_hash(token), name=name))
+    expires_at = utcnow() + expires_in if expires_in is not None else None
+    db.add(
+        ApiToken(user_id=user.id, token_hash=token_hash(token), name=name, expires_at=expires_at)
+    )
     await db.flush()
     return token
 
@@ -82,11 +106,36 @@ async def user_for_token(db: AsyncSession, token: str) -> User:
     )
     if row is None:
         raise AuthenticationFailed("the bearer token is unknown or revoked")
+    now = utcnow()
+    if row.expires_at is not None and row.expires_at <= now:
+        raise AuthenticationFailed("the bearer token has expired; create a new one")
     user = await db.get(User, row.user_id)
     if user is None:
         raise AuthenticationFailed("the bearer token's user no longer exists")
-    row.last_used_at = utcnow()
+    row.last_used_at = now
     return user
+
+
+async def list_tokens(db: AsyncSession, user_id: str) -> list[ApiToken]:
+    """The user's tokens that were not revoked (expired ones too, so they can be cleared),
+    newest first."""
+    rows = await db.scalars(
+        select(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .order_by(ApiToken.created_at.desc(), ApiToken.id)
+    )
+    return list(rows)
+
+
+async def revoke_token(db: AsyncSession, token_id: str, *, user_id: str | None = None) -> ApiToken:
+    """Revoke a token for good. With `user_id`, only that user's own: another user's token
+    is reported as not found, never revealed. Without it (the CLI), any token."""
+    row = await db.get(ApiToken, token_id)
+    if row is None or row.revoked_at is not None or (user_id and row.user_id != user_id):
+        raise NotFound(f"no token with id {token_id}")
+    row.revoked_at = utcnow()
+    await db.flush()
+    return row
 
 
 async def create_web_session(db: AsyncSession, user: User) -> tuple[str, str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from postway.delivery.queue_admin import get_delivery, retry_now
@@ -16,7 +20,8 @@ from postway.errors import InvalidInput, NotFound
 from postway.store import channel_settings as cs
 from postway.store import identities as ids
 from postway.store import messages as msgs
-from postway.store.models import Delivery, Message, Organisation, Suppression
+from postway.store import users
+from postway.store.models import Delivery, Message, Organisation, Suppression, utcnow
 from postway.web import verification
 from postway.web.channel_choice import check_relay, current_channel, save_channel
 from postway.web.deps import Admin, Caller, RuntimeDep
@@ -45,6 +50,11 @@ from postway.web.schemas import (
 router = APIRouter(prefix="/api/v1")
 Limit = Query(50, ge=1, le=500)
 Offset = Query(0, ge=0)
+
+
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Over a rate limit; `Retry-After` says when to retry"}
+}
 
 
 def _next(offset: int, limit: int, total: int) -> int | None:
@@ -89,7 +99,7 @@ async def delete_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> Resp
     return Response(status_code=204)
 
 
-@router.post("/identities/{identity_id}/verify", status_code=202)
+@router.post("/identities/{identity_id}/verify", status_code=202, responses=RATE_LIMITED)
 async def send_verification(identity_id: str, who: Caller, rt: RuntimeDep) -> dict[str, str]:
     """Mail a confirmation link to the identity's address (through Postway's own servers)."""
     row = await verification.send_verification(rt, who, identity_id)
@@ -328,3 +338,45 @@ async def put_throttle(body: ThrottleIO, who: Admin, rt: RuntimeDep) -> Throttle
             raise NotFound("organisation not found")
         org.throttle = data
     return ThrottleIO(**data)
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+
+class TokenOut(BaseModel):
+    """An API token as its owner sees it after creation: never the secret (only a hash of it
+    is kept) and never that hash."""
+
+    id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    expired: bool
+
+
+@router.get("/tokens", response_model=list[TokenOut])
+async def list_tokens(who: Caller, rt: RuntimeDep) -> list[TokenOut]:
+    """Your API tokens that are not revoked (expired ones too), newest first."""
+    now = utcnow()
+    async with rt.db.session() as s, s.begin():
+        rows = await users.list_tokens(s, who.user_id)
+    return [
+        TokenOut(
+            id=t.id,
+            name=t.name,
+            created_at=t.created_at,
+            last_used_at=t.last_used_at,
+            expires_at=t.expires_at,
+            expired=t.expires_at is not None and t.expires_at <= now,
+        )
+        for t in rows
+    ]
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+async def revoke_token(token_id: str, who: Caller, rt: RuntimeDep) -> Response:
+    """Revoke one of your tokens for good (the one making this call too, if named)."""
+    async with rt.db.session() as s, s.begin():
+        await users.revoke_token(s, token_id, user_id=who.user_id)
+    return Response(status_code=204)

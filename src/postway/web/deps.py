@@ -14,6 +14,7 @@ from postway.errors import (
     InvalidInput,
     NotFound,
     PostwayError,
+    RateLimited,
     TooLarge,
 )
 from postway.runtime import Runtime
@@ -67,6 +68,7 @@ STATUS = [
     (NotFound, 404),
     (Conflict, 409),
     (TooLarge, 413),
+    (RateLimited, 429),
     (InvalidInput, 400),
 ]
 
@@ -78,4 +80,6 @@ def error_response(exc: PostwayError) -> JSONResponse:
     if field:
         body["field"] = field
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(body, status_code=code, headers=headers)

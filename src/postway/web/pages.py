@@ -11,19 +11,15 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from postway.delivery.submit import SendRequest, accept_message
-from postway.errors import AuthenticationFailed, Forbidden, NotFound, PostwayError
+from postway.errors import AuthenticationFailed, Forbidden, NotFound, PostwayError, RateLimited
 from postway.store import messages as msgs
 from postway.store.channel_settings import effective_setting
 from postway.store.identities import confirm_verification, list_identities
-from postway.store.users import (
-    Principal,
-    authenticate_password,
-    create_web_session,
-    end_web_session,
-)
+from postway.store.users import Principal, end_web_session
 from postway.web import pages_settings
 from postway.web.channel_choice import current_channel
 from postway.web.deps import SESSION_COOKIE, RuntimeDep
+from postway.web.login_guard import LOGIN_COOKIE, check_login_form, log_in, login_form_token
 from postway.web.page_kit import (
     PAGE_SIZE,
     FormUser,
@@ -45,6 +41,10 @@ __all__ = ["error_page", "render", "router"]
 async def error_page(request: Request, exc: PostwayError) -> Response:
     if isinstance(exc, AuthenticationFailed):
         return RedirectResponse("/login", status_code=303)
+    if isinstance(exc, RateLimited):
+        page = render(request, "error.html", status=429, message=str(exc))
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, Forbidden) else 400
     return render(request, "error.html", status=status, message=str(exc))
 
@@ -61,9 +61,34 @@ async def static(name: str) -> FileResponse:
 # --- session --------------------------------------------------------------------------------
 
 
+def _login_page(
+    request: Request,
+    rt: RuntimeDep,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    email: str = "",
+) -> HTMLResponse:
+    """The login form with a fresh CSRF token bound to a cookie (see `login_guard`)."""
+    nonce, token = login_form_token(rt, request)
+    resp = render(
+        request, "login.html", status=status, error=error, email=email[:320], login_csrf=token
+    )
+    resp.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        httponly=True,
+        samesite="strict",
+        secure=rt.public_url.startswith("https://"),
+        path="/login",
+        max_age=86400,
+    )
+    return resp
+
+
 @router.get("/login", response_class=HTMLResponse)
-async def login_form(request: Request) -> HTMLResponse:
-    return render(request, "login.html", error=None, email="")
+async def login_form(request: Request, rt: RuntimeDep) -> HTMLResponse:
+    return _login_page(request, rt)
 
 
 @router.post("/login", response_model=None)
@@ -72,13 +97,20 @@ async def login(
     rt: RuntimeDep,
     email: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
 ) -> Response:
     try:
-        async with rt.db.session() as s, s.begin():
-            user = await authenticate_password(s, email, password)
-            token, _ = await create_web_session(s, user)
+        check_login_form(rt, request, csrf)
+        client = request.client.host if request.client else None
+        token = await log_in(rt, email, password, client)
+    except Forbidden as exc:
+        return _login_page(request, rt, status=403, error=str(exc), email=email)
     except AuthenticationFailed as exc:
-        return render(request, "login.html", status=401, error=str(exc), email=email)
+        return _login_page(request, rt, status=401, error=str(exc), email=email)
+    except RateLimited as exc:
+        page = _login_page(request, rt, status=429, error=str(exc), email=email)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     resp = RedirectResponse("/conversations", status_code=303)
     resp.set_cookie(
         SESSION_COOKIE,
