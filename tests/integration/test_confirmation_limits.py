@@ -3,6 +3,7 @@ target address (429 with Retry-After past them), and no text of the requester's 
 
 from __future__ import annotations
 
+import asyncio
 import email
 from email import policy
 
@@ -78,3 +79,17 @@ async def test_the_confirmation_mail_holds_no_text_of_the_requesters(env, smtp_s
     body = mail.get_body(("plain",)).get_content()
     assert "victim@client.example" in body and "http://postway.test/verify/" in body
     assert mail["Subject"] == "Confirm your sending address"
+
+
+async def test_requests_sent_together_cannot_pass_the_limit_together(env, smtp_server):
+    sink = await smtp_server()
+    env.rt.settings.transport = f"*=127.0.0.1:{sink.port}"
+    acct = await env.account("mallory@acme.example")
+    ids = [await _identity(acct, f"victim{i}@client.example") for i in range(12)]
+    answers = await asyncio.gather(
+        *(acct.client.post(f"/api/v1/identities/{iid}/verify") for iid in ids)
+    )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [202] * 5 + [429] * 7
+    await env.drain()
+    assert len(sink.received) == 5

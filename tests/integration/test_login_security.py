@@ -118,3 +118,20 @@ async def test_login_post_without_the_forms_token_or_from_another_site_is_refuse
         await stranger.get("/login")
         r = await stranger.post("/login", data=form)
         assert r.status_code == 403
+
+
+async def test_guesses_sent_together_are_counted_before_any_is_checked(env):
+    email = await _user(env)
+    async with _browser(env) as web:
+        token = form_token(await web.get("/login"))
+        before = password_verifications()
+        answers = await asyncio.gather(
+            *(
+                web.post("/login", data={"email": email, "password": f"g{i}", "csrf": token})
+                for i in range(20)
+            )
+        )
+        checked = password_verifications() - before
+    # only the attempts counted below the limit reach argon2; the rest are refused unchecked
+    assert sorted(r.status_code for r in answers) == [401] * 5 + [429] * 15
+    assert checked == 5
