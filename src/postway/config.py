@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from postway.private_files import create_private_file, private_dir
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POSTWAY_", extra="ignore")
@@ -76,6 +78,9 @@ class Settings(BaseSettings):
     smtp_command_timeout: float = Field(
         300.0, description="Seconds to wait for a reply to an SMTP command (RFC 5321 4.5.3.2)."
     )
+    relay_test_timeout: float = Field(
+        30.0, description="Seconds the relay connection test may take in all before it gives up."
+    )
     mta_require_tls: bool = Field(
         False,
         description="Managed channel: refuse to deliver without STARTTLS and a valid certificate "
@@ -104,6 +109,12 @@ class Settings(BaseSettings):
     bounce_max_bytes: int = Field(
         10 * 1024 * 1024,
         description="Largest message the bounce intake accepts (advertised as SIZE), in bytes.",
+    )
+    bounce_parse_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds one received bounce may take to parse (in a worker process) before "
+        "the worker is stopped and the message is marked failed for review.",
     )
     bounce_max_connections: int = Field(
         50, description="Concurrent SMTP connections the bounce intake serves; more get 421."
@@ -183,14 +194,14 @@ class Settings(BaseSettings):
         return url
 
     def resolved_secret_key(self) -> str:
-        """The secret key; generated once into the data dir (mode 0600) when none is set."""
+        """The secret key; generated once into the data dir when none is set. The file is
+        created 0600 (inside a 0700 folder when Postway makes it) and never exists with a
+        wider mode, even for a moment."""
         if self.secret_key:
             return self.secret_key
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        path = self.data_dir / "secret.key"
+        path = private_dir(self.data_dir) / "secret.key"
         if not path.exists():
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            create_private_file(path, secrets.token_urlsafe(48).encode())
         self.secret_key = path.read_text().strip()
         return self.secret_key
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
+from postway.private_files import private_dir, write_private_file
 from postway.runtime import Runtime
 from postway.store.identities import create_identity, mark_verified
 from postway.store.models import User, utcnow
@@ -69,9 +70,8 @@ class _InboxHandler:
         return f"250 2.0.0 OK: queued as {item[:12]}"
 
     def _write(self, item: str, data: bytes) -> None:
-        tmp = self.folder / f".{item}.tmp"
-        tmp.write_bytes(data)
-        tmp.rename(self.folder / f"{item}.eml")
+        # 0600: the inbox holds other people's mail, confirmation links included
+        write_private_file(self.folder / f"{item}.eml", data)
 
 
 class LocalInbox:
@@ -81,7 +81,7 @@ class LocalInbox:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         handler = _InboxHandler(self.folder)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

@@ -54,8 +54,15 @@ async def run_server(
         if web:
             from postway.web.app import create_app
 
+            # proxy_headers off: the client address is always the socket's, never one that
+            # an X-Forwarded-For header claims (uvicorn trusts it from loopback by default)
             config = uvicorn.Config(
-                create_app(rt), host=host, port=port, log_level="warning", lifespan="off"
+                create_app(rt),
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                proxy_headers=False,
             )
             server = uvicorn.Server(config)
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -100,7 +107,10 @@ async def _start_intake(rt: Runtime, host: str, port: int) -> BounceIntake:
 async def _announce(rt: Runtime, host: str, port: int) -> None:
     async with rt.db.session() as s, s.begin():
         users = await s.scalar(select(func.count()).select_from(User)) or 0
-    print(f"Postway is running at http://{host}:{port}/  (API: /api/v1, docs: /docs)", flush=True)
+    print(
+        f"Postway is running at http://{host}:{port}/  (API: /api/v1, OpenAPI: /openapi.json)",
+        flush=True,
+    )
     print(
         f"Database: {rt.db.url.split('://', 1)[0]}; data folder: {rt.settings.data_dir}", flush=True
     )

@@ -61,6 +61,7 @@ class SmtpChannel:
     def __init__(self, relay: SmtpRelay, settings: Settings) -> None:
         self.relay = relay
         self.settings = settings
+        self.step = "resolve"  # the step `open` is at, for a test that runs out of time
 
     async def aclose(self) -> None:
         return None
@@ -68,9 +69,14 @@ class SmtpChannel:
     async def open(self) -> aiosmtplib.SMTP:
         """Connect, secure and authenticate; raises ChannelError naming the failed step."""
         relay, settings = self.relay, self.settings
-        ips = await resolve_relay(relay.host, relay.port, settings.allow_private_relays)
+        self.step = "resolve"
+        try:
+            ips = await resolve_relay(relay.host, relay.port, settings.allow_private_relays)
+        except UnicodeError as exc:  # the idna codec: an empty label, or one over 63 characters
+            raise ChannelError(f"'{relay.host}' is not a valid host name", step="resolve") from exc
         # Dial the address we checked (no second lookup to rebind), but verify the certificate
         # against the name the user typed.
+        self.step = "connect"
         sock = await _dial(ips, relay, settings.smtp_connect_timeout)
         client = aiosmtplib.SMTP(
             hostname=relay.host,
@@ -96,10 +102,15 @@ class SmtpChannel:
             raise ChannelError(
                 f"could not connect to {relay.host}:{relay.port}: {_words(exc)}", step="connect"
             ) from exc
+        except BaseException:  # cancelled (the relay test's deadline): do not leak the socket
+            sock.close()
+            raise
         try:
             if relay.security == "starttls":
+                self.step = "tls"
                 await self._starttls(client)
             if relay.username:
+                self.step = "auth"
                 await self._auth(client)
         except BaseException:
             client.close()
@@ -141,14 +152,28 @@ class SmtpChannel:
             raise ChannelError(f"authentication failed: {_words(exc)}", step="auth") from exc
 
     async def check(self) -> RelayCheck:
-        """The connection test behind POST /delivery-channel/smtp/test."""
+        """The connection test behind POST /delivery-channel/smtp/test. It ends within
+        `relay_test_timeout` seconds however slowly the relay answers (each command alone
+        may wait `smtp_command_timeout`, which is far longer)."""
+        deadline = self.settings.relay_test_timeout
+        try:
+            return await asyncio.wait_for(self._check(), deadline)
+        except TimeoutError:
+            return RelayCheck(
+                False,
+                self.step,
+                f"the test of {self.relay.host}:{self.relay.port} timed out after "
+                f"{deadline:g} seconds at the {self.step} step: the relay stopped answering",
+            )
+
+    async def _check(self) -> RelayCheck:
         try:
             client = await self.open()
         except ChannelError as exc:
             return RelayCheck(False, exc.step, str(exc))
         try:
             await client.quit()
-        except aiosmtplib.SMTPException:
+        except (aiosmtplib.SMTPException, OSError):
             client.close()
         return RelayCheck(True, "done", f"connected to {self.relay.host} and authenticated")
 
@@ -262,6 +287,9 @@ async def _dial(ips: list[str], relay: SmtpRelay, timeout: float) -> socket.sock
         except (OSError, TimeoutError) as exc:
             sock.close()
             last = exc
+        except BaseException:
+            sock.close()
+            raise
     raise ChannelError(
         f"could not connect to {relay.host}:{relay.port}: {_words(last or OSError())}",
         step="connect",

@@ -25,7 +25,12 @@ from postway.store.identities import get_identity
 from postway.store.models import Delivery, Identity, Message, new_id, utcnow
 from postway.store.users import Principal
 
-MAX_RECIPIENTS = 1000
+# Counts are checked before any item is looked at: validating addresses one by one is the
+# costly part, and 400,000 of them would hold the event loop for seconds.
+MAX_RECIPIENTS = 1000  # to + cc + bcc of one message
+MAX_ATTACHMENTS = 100
+MAX_BATCH = 500  # messages in one POST /messages/batch
+MAX_BATCH_RECIPIENTS = 5000  # recipients of all the messages of one batch together
 
 
 @dataclass
@@ -68,12 +73,28 @@ def _attachments(items: list[AttachmentIn], limit: int) -> tuple[Attachment, ...
     return tuple(out)
 
 
+def check_counts(req: SendRequest) -> None:
+    """Refuse a request with too many recipients or attachments before any is validated."""
+    count = len(req.to) + len(req.cc) + len(req.bcc)
+    if count > MAX_RECIPIENTS:
+        raise InvalidInput(
+            f"to: at most {MAX_RECIPIENTS} recipients per message (to, cc and bcc together); "
+            f"this one has {count}",
+            field="to",
+        )
+    if len(req.attachments) > MAX_ATTACHMENTS:
+        raise InvalidInput(
+            f"attachments: at most {MAX_ATTACHMENTS} per message; this one has "
+            f"{len(req.attachments)}",
+            field="attachments",
+        )
+
+
 def _draft(req: SendRequest, identity: Identity, limit: int) -> Draft:
+    check_counts(req)
     to, cc, bcc = _addresses(req.to, "to"), _addresses(req.cc, "cc"), _addresses(req.bcc, "bcc")
     if not to and not cc and not bcc:
         raise InvalidInput("to: give at least one recipient", field="to")
-    if len(to) + len(cc) + len(bcc) > MAX_RECIPIENTS:
-        raise InvalidInput(f"to: at most {MAX_RECIPIENTS} recipients per message", field="to")
     return Draft(
         from_name=identity.name,
         from_email=identity.email,
@@ -181,6 +202,20 @@ async def accept_messages(
 ) -> list[tuple[Message, list[Delivery]]]:
     """Many messages at once (a CRM's sequence step): all are checked and built in one read
     transaction, then stored in one write transaction; all or none are accepted."""
+    if len(reqs) > MAX_BATCH:
+        raise InvalidInput(f"messages: at most {MAX_BATCH} per batch", field="messages")
+    total = sum(len(r.to) + len(r.cc) + len(r.bcc) for r in reqs)
+    if total > MAX_BATCH_RECIPIENTS:
+        raise InvalidInput(
+            f"messages: at most {MAX_BATCH_RECIPIENTS} recipients in one batch; "
+            f"this one has {total}",
+            field="messages",
+        )
+    for i, r in enumerate(reqs):
+        try:
+            check_counts(r)
+        except InvalidInput as exc:
+            raise InvalidInput(f"messages[{i}].{exc}", field=f"messages[{i}].{exc.field}") from exc
     prepared = []
     async with database.reader() as s, s.begin():
         for i, r in enumerate(reqs):

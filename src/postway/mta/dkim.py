@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from dkim import rfc822_parse
 from dkim.canonicalization import Relaxed
 
 from postway.errors import InvalidInput
+from postway.private_files import create_private_file
 
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 KEY_FILES = {"rsa-sha256": "dkim_private_key.pem", "ed25519-sha256": "dkim_ed25519_private_key.pem"}
@@ -69,8 +69,8 @@ def load_or_create_key(
 ) -> DkimKey:
     """The signing key from the data dir, generated there (mode 0600) on first use.
 
-    RSA keys are 2048-bit. The file is created with O_EXCL so two processes starting at once
-    cannot both write a key: the loser reads the winner's.
+    RSA keys are 2048-bit. The file is linked into place whole (`create_private_file`), so
+    two processes starting at once cannot both write a key: the loser reads the winner's.
     """
     if algorithm not in ALGORITHMS:
         raise InvalidInput(
@@ -79,7 +79,6 @@ def load_or_create_key(
         )
     path = Path(data_dir) / KEY_FILES[algorithm]
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         key: PrivateKey = (
             rsa.generate_private_key(public_exponent=65537, key_size=2048)
             if algorithm == "rsa-sha256"
@@ -90,13 +89,7 @@ def load_or_create_key(
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
+        create_private_file(path, pem)
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise InvalidInput(f"{path} holds neither an RSA nor an Ed25519 key", "dkim_algorithm")

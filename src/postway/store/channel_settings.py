@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -41,6 +43,39 @@ def parse_channel(value: object) -> ChannelName:
         raise InvalidInput(f"channel: '{value}' is not one of {names}", field="channel") from None
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def check_host_syntax(host: str) -> str:
+    """`host` if it is an IP address literal (`[::1]`, `192.0.2.1`) or a host name whose labels
+    are 1 to 63 characters (after IDNA encoding) and 253 in all; InvalidInput naming
+    smtp.host otherwise, before anything tries to look the name up."""
+    if host.startswith("["):
+        try:
+            ipaddress.ip_address(host[1:-1] if host.endswith("]") else "")
+        except ValueError:
+            raise InvalidInput(
+                f"smtp.host: '{host}' is not an IP address in brackets", field="smtp.host"
+            ) from None
+        return host
+    name = host.removesuffix(".")
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError as exc:  # what the resolver would raise for the same name
+        raise InvalidInput(
+            f"smtp.host: '{host}' is not a host name: each part between dots must have "
+            "1 to 63 characters",
+            field="smtp.host",
+        ) from exc
+    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(p) for p in ascii_name.split(".")):
+        raise InvalidInput(
+            f"smtp.host: '{host}' is not a host name: use letters, digits and hyphens, "
+            "with parts of 1 to 63 characters separated by dots",
+            field="smtp.host",
+        )
+    return host
+
+
 def validate_relay(data: dict[str, object], previous: ChannelSetting | None) -> dict[str, object]:
     """Check the `smtp` object of a channel update; a missing password keeps the stored one."""
     host = data.get("host")
@@ -49,6 +84,7 @@ def validate_relay(data: dict[str, object], previous: ChannelSetting | None) -> 
     host = check_header_text(host, field="smtp.host", max_len=253)
     if any(c.isspace() or c in "/@:" for c in host.strip("[]")) and not host.startswith("["):
         raise InvalidInput(f"smtp.host: '{host}' is not a host name", field="smtp.host")
+    host = check_host_syntax(host.strip())
     security = str(data.get("security") or "starttls")
     if security not in SECURITY_MODES:
         raise InvalidInput(

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from postway.private_files import touch_private_file
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -34,8 +36,9 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
             if ":memory:" not in url:
-                path = url.split("///", 1)[1]
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # SQLite would create the file with the umask's mode (often world-readable);
+                # made 0600 first, its -wal and -shm files take the same mode from it
+                touch_private_file(Path(url.split("///", 1)[1].split("?", 1)[0]))
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

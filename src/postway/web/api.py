@@ -25,6 +25,7 @@ from postway.store.models import Delivery, Message, Organisation, Suppression, u
 from postway.web import verification
 from postway.web.channel_choice import check_relay, current_channel, save_channel
 from postway.web.deps import Admin, Caller, RuntimeDep
+from postway.web.openapi_doc import error_responses
 from postway.web.schemas import (
     AcceptedDelivery,
     AcceptedOut,
@@ -33,6 +34,7 @@ from postway.web.schemas import (
     ChannelOut,
     ConversationOut,
     DeliveryOut,
+    ErrorOut,
     EventOut,
     IdentityIn,
     IdentityOut,
@@ -49,11 +51,12 @@ from postway.web.schemas import (
 
 router = APIRouter(prefix="/api/v1")
 Limit = Query(50, ge=1, le=500)
-Offset = Query(0, ge=0)
+# past this an offset is an attack or a typo, and the database would overflow on it
+Offset = Query(0, ge=0, le=1_000_000_000)
 
 
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
-    429: {"description": "Over a rate limit; `Retry-After` says when to retry"}
+    429: {"model": ErrorOut, "description": "Over a rate limit; `Retry-After` says when to retry"}
 }
 
 
@@ -70,20 +73,26 @@ async def list_identities(who: Caller, rt: RuntimeDep) -> list[IdentityOut]:
         return [IdentityOut.of(r) for r in await ids.list_identities(s, who)]
 
 
-@router.post("/identities", response_model=IdentityOut, status_code=201)
+@router.post(
+    "/identities", response_model=IdentityOut, status_code=201, responses=error_responses(409)
+)
 async def create_identity(body: IdentityIn, who: Caller, rt: RuntimeDep) -> IdentityOut:
     async with rt.db.session() as s, s.begin():
         row = await ids.create_identity(s, who, **body.model_dump())
     return IdentityOut.of(row)
 
 
-@router.get("/identities/{identity_id}", response_model=IdentityOut)
+@router.get(
+    "/identities/{identity_id}", response_model=IdentityOut, responses=error_responses(404)
+)
 async def get_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> IdentityOut:
     async with rt.db.session() as s, s.begin():
         return IdentityOut.of(await ids.get_identity(s, who, identity_id))
 
 
-@router.patch("/identities/{identity_id}", response_model=IdentityOut)
+@router.patch(
+    "/identities/{identity_id}", response_model=IdentityOut, responses=error_responses(404, 409)
+)
 async def patch_identity(
     identity_id: str, body: IdentityPatch, who: Caller, rt: RuntimeDep
 ) -> IdentityOut:
@@ -92,14 +101,18 @@ async def patch_identity(
     return IdentityOut.of(row)
 
 
-@router.delete("/identities/{identity_id}", status_code=204)
+@router.delete("/identities/{identity_id}", status_code=204, responses=error_responses(404))
 async def delete_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> Response:
     async with rt.db.session() as s, s.begin():
         await ids.delete_identity(s, who, identity_id)
     return Response(status_code=204)
 
 
-@router.post("/identities/{identity_id}/verify", status_code=202, responses=RATE_LIMITED)
+@router.post(
+    "/identities/{identity_id}/verify",
+    status_code=202,
+    responses={**error_responses(404, 409), **RATE_LIMITED},
+)
 async def send_verification(identity_id: str, who: Caller, rt: RuntimeDep) -> dict[str, str]:
     """Mail a confirmation link to the identity's address (through Postway's own servers)."""
     row = await verification.send_verification(rt, who, identity_id)
@@ -119,14 +132,16 @@ async def get_channel(who: Caller, rt: RuntimeDep) -> ChannelOut:
     return await _channel_view(rt, who)
 
 
-@router.put("/delivery-channel", response_model=ChannelOut)
+@router.put("/delivery-channel", response_model=ChannelOut, responses=error_responses(409))
 async def put_channel(body: ChannelIn, who: Caller, rt: RuntimeDep) -> ChannelOut:
     smtp = body.smtp.model_dump() if body.smtp else None
     await save_channel(rt, who.org_id, who.user_id, body.channel, smtp)
     return await _channel_view(rt, who)
 
 
-@router.put("/team/delivery-channel", response_model=ChannelOut)
+@router.put(
+    "/team/delivery-channel", response_model=ChannelOut, responses=error_responses(403, 409)
+)
 async def put_team_channel(body: ChannelIn, who: Admin, rt: RuntimeDep) -> ChannelOut:
     """The organisation's team channel, used by members who have not chosen their own."""
     await save_channel(
@@ -171,7 +186,9 @@ def _accepted(message: Message, deliveries: list[Delivery]) -> AcceptedOut:
     )
 
 
-@router.post("/messages", response_model=AcceptedOut, status_code=202)
+@router.post(
+    "/messages", response_model=AcceptedOut, status_code=202, responses=error_responses(404, 409)
+)
 async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut:
     message, deliveries = await accept_message(rt.db, rt.settings, who, _request(body))
     # committed: from here on the message is durable
@@ -179,7 +196,12 @@ async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut
     return _accepted(message, deliveries)
 
 
-@router.post("/messages/batch", response_model=list[AcceptedOut], status_code=202)
+@router.post(
+    "/messages/batch",
+    response_model=list[AcceptedOut],
+    status_code=202,
+    responses=error_responses(404, 409),
+)
 async def send_batch(body: SendBatchIn, who: Caller, rt: RuntimeDep) -> list[AcceptedOut]:
     """Up to 500 messages in one request, accepted all together or not at all; an error
     names the message by its index (`messages[3].to[0]: ...`)."""
@@ -199,7 +221,7 @@ async def list_messages(
     return Page(items=items, total=total, next_offset=_next(offset, limit, total))
 
 
-@router.get("/messages/{message_id}", response_model=MessageOut)
+@router.get("/messages/{message_id}", response_model=MessageOut, responses=error_responses(404))
 async def get_message(message_id: str, who: Caller, rt: RuntimeDep) -> MessageOut:
     async with rt.db.session() as s, s.begin():
         m = await msgs.get_message(s, who, message_id)
@@ -208,7 +230,9 @@ async def get_message(message_id: str, who: Caller, rt: RuntimeDep) -> MessageOu
     return MessageOut.of(m, deliveries, events)
 
 
-@router.get("/messages/{message_id}/events", response_model=list[EventOut])
+@router.get(
+    "/messages/{message_id}/events", response_model=list[EventOut], responses=error_responses(404)
+)
 async def message_events(message_id: str, who: Caller, rt: RuntimeDep) -> list[EventOut]:
     async with rt.db.session() as s, s.begin():
         m = await msgs.get_message(s, who, message_id)
@@ -218,7 +242,11 @@ async def message_events(message_id: str, who: Caller, rt: RuntimeDep) -> list[E
     return [EventOut.of(e) for e in flat]
 
 
-@router.post("/deliveries/{delivery_id}/retry", response_model=DeliveryOut)
+@router.post(
+    "/deliveries/{delivery_id}/retry",
+    response_model=DeliveryOut,
+    responses=error_responses(404, 409),
+)
 async def retry_delivery(delivery_id: str, who: Caller, rt: RuntimeDep) -> DeliveryOut:
     """Resend a failed or bounced recipient (e.g. after a quota pause), or try a waiting one now."""
     async with rt.db.session() as s, s.begin():
@@ -241,7 +269,9 @@ async def list_conversations(
     return Page(items=items, total=total, next_offset=_next(offset, limit, total))
 
 
-@router.get("/conversations/{address}", response_model=list[DeliveryOut])
+@router.get(
+    "/conversations/{address}", response_model=list[DeliveryOut], responses=error_responses(404)
+)
 async def get_conversation(address: str, who: Caller, rt: RuntimeDep) -> list[DeliveryOut]:
     async with rt.db.session() as s, s.begin():
         rows = await msgs.conversation(s, who, address)
@@ -261,7 +291,9 @@ async def list_failed(
 # --- organisation rules (admin) -------------------------------------------------------------
 
 
-@router.get("/suppressions", response_model=list[SuppressionOut])
+@router.get(
+    "/suppressions", response_model=list[SuppressionOut], responses=error_responses(403)
+)
 async def list_suppressions(who: Admin, rt: RuntimeDep) -> list[SuppressionOut]:
     async with rt.db.session() as s, s.begin():
         rows = await s.scalars(
@@ -280,7 +312,9 @@ async def list_suppressions(who: Admin, rt: RuntimeDep) -> list[SuppressionOut]:
         ]
 
 
-@router.delete("/suppressions/{address}", status_code=204)
+@router.delete(
+    "/suppressions/{address}", status_code=204, responses=error_responses(403, 404)
+)
 async def lift_suppression(address: str, who: Admin, rt: RuntimeDep) -> Response:
     async with rt.db.session() as s, s.begin():
         row = await s.scalar(
@@ -301,7 +335,9 @@ async def get_blocked(who: Caller, rt: RuntimeDep) -> BlockedDomainsIn:
         return BlockedDomainsIn(domains=list(org.blocked_domains or []) if org else [])
 
 
-@router.put("/blocked-domains", response_model=BlockedDomainsIn)
+@router.put(
+    "/blocked-domains", response_model=BlockedDomainsIn, responses=error_responses(403, 404)
+)
 async def put_blocked(body: BlockedDomainsIn, who: Admin, rt: RuntimeDep) -> BlockedDomainsIn:
     cleaned = []
     for i, d in enumerate(body.domains):
@@ -325,7 +361,7 @@ async def get_throttle(who: Caller, rt: RuntimeDep) -> ThrottleIO:
         return ThrottleIO(**(org.throttle if org and org.throttle else {}))
 
 
-@router.put("/throttle", response_model=ThrottleIO)
+@router.put("/throttle", response_model=ThrottleIO, responses=error_responses(403, 404))
 async def put_throttle(body: ThrottleIO, who: Admin, rt: RuntimeDep) -> ThrottleIO:
     data = body.model_dump(exclude_none=True)
     try:
@@ -374,7 +410,7 @@ async def list_tokens(who: Caller, rt: RuntimeDep) -> list[TokenOut]:
     ]
 
 
-@router.delete("/tokens/{token_id}", status_code=204)
+@router.delete("/tokens/{token_id}", status_code=204, responses=error_responses(404))
 async def revoke_token(token_id: str, who: Caller, rt: RuntimeDep) -> Response:
     """Revoke one of your tokens for good (the one making this call too, if named)."""
     async with rt.db.session() as s, s.begin():

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postway import __version__
 from postway.errors import PostwayError
 from postway.runtime import Runtime
 from postway.web import api, inbox_pages, pages
-from postway.web.deps import error_response
+from postway.web.body_limit import BodyLimit
+from postway.web.deps import api_gate, error_response
+from postway.web.openapi_doc import document_api
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+LOOPBACK = {"127.0.0.1", "::1"}
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
 
 
 def _field(loc: tuple[object, ...]) -> str:
@@ -26,31 +29,34 @@ def _field(loc: tuple[object, ...]) -> str:
 
 
 def create_app(rt: Runtime) -> FastAPI:
+    # Swagger UI and ReDoc load their scripts from a CDN; outside the demo they are off and
+    # /openapi.json is the document (any OpenAPI viewer can open it).
+    demo = rt.inbox is not None
     app = FastAPI(
         title="Postway",
         version=__version__,
         description="Self-hosted delivery layer for sales email.",
+        docs_url="/docs" if demo else None,
+        redoc_url="/redoc" if demo else None,
     )
     app.state.runtime = rt
     # base64 inflates attachments by a third; allow for it plus JSON overhead
     body_limit = int(rt.settings.max_message_bytes * 1.4) + 1024 * 1024
-
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > body_limit:
-            return JSONResponse(
-                {"error": f"request body over the limit of {body_limit} bytes"}, status_code=413
-            )
-        return await call_next(request)
+    # outermost of the app's own layers: nothing reads a body before it is counted
+    app.add_middleware(BodyLimit, limit=body_limit, gate=api_gate(rt))
 
     @app.exception_handler(PostwayError)
     async def on_error(request: Request, exc: PostwayError) -> Response:
         if request.url.path.startswith("/api/") or not isinstance(exc, PostwayError):
             return error_response(exc)
         return await pages.error_page(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # unknown routes, wrong methods, unreadable bodies: the same {"error": ...} shape
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -82,7 +88,7 @@ def create_app(rt: Runtime) -> FastAPI:
             supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             allowed = hmac.compare_digest(supplied, token)
         else:
-            allowed = request.client is not None and request.client.host in LOOPBACK
+            allowed = _direct_from_loopback(request)
         if not allowed:
             return JSONResponse({"error": "metrics need the metrics token"}, status_code=401)
         return Response(rt.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -91,4 +97,15 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(pages.router)
     if rt.inbox is not None:
         app.include_router(inbox_pages.router)
+    document_api(app)
     return app
+
+
+def _direct_from_loopback(request: Request) -> bool:
+    """A client on this machine talking to us directly. The server never rewrites the client
+    address from forwarding headers (`server.py` turns proxy headers off); a request that
+    carries them came through a proxy, which makes every client look local, so it is not
+    trusted however local its socket peer is."""
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
+    return request.client is not None and request.client.host in LOOPBACK

@@ -31,6 +31,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
+    # pages show a user's mail and settings: no copy in the browser's or a proxy's cache
+    "Cache-Control": "no-store",
 }
 
 STATE_WORDS = {

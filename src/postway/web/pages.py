@@ -4,6 +4,7 @@ live in `pages_settings`; shared plumbing in `page_kit`."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,7 @@ from postway.web.page_kit import (
 )
 
 STATIC = Path(__file__).parent / "static"
+_STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 router = APIRouter(include_in_schema=False)
 
 __all__ = ["error_page", "render", "router"]
@@ -51,7 +53,10 @@ async def error_page(request: Request, exc: PostwayError) -> Response:
 
 @router.get("/static/{name}")
 async def static(name: str) -> FileResponse:
-    # Served here because the app mounts no static directory; only files directly inside it.
+    # Served here because the app mounts no static directory; only files directly inside it,
+    # named plainly (a NUL or a path separator would otherwise reach the file system).
+    if not _STATIC_NAME.fullmatch(name):
+        raise NotFound("no such file")
     path = (STATIC / name).resolve()
     if path.parent != STATIC.resolve() or not path.is_file():
         raise NotFound(f"no file {name}")

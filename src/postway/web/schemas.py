@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
+from postway.delivery.submit import MAX_ATTACHMENTS, MAX_BATCH, MAX_RECIPIENTS
 from postway.store.models import ChannelSetting, Delivery, DeliveryEvent, Identity, Message
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer of the API: what went wrong in words, and the field when one is to
+    blame (`to[3]`, `smtp.host`); a refused body lists each problem in `errors`."""
+
+    error: str
+    field: str | None = None
+    errors: list[FieldProblem] | None = None
 
 
 class IdentityIn(Strict):
@@ -118,19 +134,50 @@ class AttachmentIn(Strict):
     content_base64: str
 
 
+def _at_most(limit: int, what: str) -> BeforeValidator:
+    """Refuses a list longer than `limit` before any of its items is looked at (pydantic's
+    own max_length counts only after validating every item)."""
+
+    def check(value: object) -> object:
+        if isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError(
+                "too_long",
+                "at most {limit} {what}; this list has {count}",
+                {"limit": limit, "what": what, "count": len(value)},
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+Recipients = Annotated[
+    list[str],
+    _at_most(MAX_RECIPIENTS, "recipients per message"),
+    Field(default_factory=list, max_length=MAX_RECIPIENTS),
+]
+
+
 class SendIn(Strict):
     identity_id: str
-    to: list[str] = Field(default_factory=list)
-    cc: list[str] = Field(default_factory=list)
-    bcc: list[str] = Field(default_factory=list)
+    to: Recipients
+    cc: Recipients
+    bcc: Recipients
     subject: str = ""
     text: str | None = None
     html: str | None = None
-    attachments: list[AttachmentIn] = Field(default_factory=list)
+    attachments: Annotated[
+        list[AttachmentIn],
+        _at_most(MAX_ATTACHMENTS, "attachments per message"),
+        Field(default_factory=list, max_length=MAX_ATTACHMENTS),
+    ]
 
 
 class SendBatchIn(Strict):
-    messages: list[SendIn] = Field(min_length=1, max_length=500)
+    messages: Annotated[
+        list[SendIn],
+        _at_most(MAX_BATCH, "messages per batch"),
+        Field(min_length=1, max_length=MAX_BATCH),
+    ]
 
 
 class EventOut(BaseModel):
