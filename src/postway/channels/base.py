@@ -6,10 +6,14 @@ suppression and events belong to the delivery pipeline, which never asks which c
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from postway.domain.states import DeliveryState
+from postway.domain.throttle import Limits
+from postway.errors import ChannelError
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +75,77 @@ def outcomes_for_all(message: OutboundMessage, **kwargs: object) -> list[Outcome
         Outcome(delivery_id=r.delivery_id, recipient=r.address, **kwargs)  # type: ignore[arg-type]
         for r in message.recipients
     ]
+
+
+# --- connected accounts ------------------------------------------------------------------------
+
+
+class AccountStatus:
+    CONNECTED = "connected"
+    NEEDS_RECONNECT = "needs_reconnect"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What a channel and the pipeline may know of a connected account: never its tokens."""
+
+    id: str
+    user_id: str
+    provider: str
+    address: str
+    status: str
+    paused_until: datetime | None
+    reason: str | None
+    send_as: tuple[str, ...]
+    bounce_scanning: bool
+    version: int
+
+
+class AccountNeedsReconnect(ChannelError):
+    """The provider refused the account's grant (revoked, expired, password changed): only
+    the user can fix it, by connecting the account again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, step="auth")
+
+
+class AccountAccess(Protocol):
+    """How an API channel reaches its account's state and tokens without touching the
+    database (implemented by `store.accounts.StoredAccounts`)."""
+
+    async def fresh_token(self, account_id: str) -> str:
+        """A valid access token, refreshed first when it is near expiry (one refresh at a
+        time per account across all workers). Raises AccountNeedsReconnect."""
+        ...
+
+    async def mark_needs_reconnect(self, account_id: str, reason: str) -> None: ...
+
+    async def pause_until(self, account_id: str, until: datetime, reason: str) -> None: ...
+
+    async def thread_of(self, account_id: str, message_ids: list[str]) -> str | None:
+        """The provider's conversation id of the first of `message_ids` sent through this
+        account, if any (so a reply stays in its conversation)."""
+        ...
+
+    async def remember_thread(self, account_id: str, message_id: str, thread_id: str) -> None:
+        ...
+
+
+# --- the table of channel modules --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelModule:
+    """What the registry knows of one channel: how to build it, its provider's limits, its
+    settings schema and its connection check. Adding a channel is adding one of these."""
+
+    name: str
+    # Published per-mailbox limits of the provider, given the route's details (relay host...).
+    limits: Callable[..., Limits]
+    # Pydantic model of the channel's own settings, or None when it has none.
+    settings_schema: type | None = None
+    # Connection test; the arguments are channel specific (a relay, an account...).
+    check: Callable[..., Awaitable[Any]] | None = None
+    # Provider of the connected account this channel sends through, or None.
+    account_provider: str | None = None

@@ -11,10 +11,11 @@ import asyncio
 import logging
 import re
 
-from postway.channels.base import OutboundMessage, Outcome, Recipient
+from postway.channels.base import ChannelModule, OutboundMessage, Outcome, Recipient
 from postway.config import Settings
 from postway.domain.bounce_reasons import classify_reply
 from postway.domain.states import REASON_CHANNEL_ERROR, ChannelName, DeliveryState
+from postway.domain.throttle import Limits
 from postway.mta.dkim import DkimSigner, load_or_create_key
 from postway.mta.pool import Attempt, NoServerReached, PoolConfig, SessionPool
 from postway.mta.resolver import Resolver, RouteError, RouteRefused
@@ -247,3 +248,12 @@ def _refusal(
 
 def _outcome(r: Recipient, state: DeliveryState, **fields: object) -> Outcome:
     return Outcome(delivery_id=r.delivery_id, recipient=r.address, state=state, **fields)  # type: ignore[arg-type]
+
+
+def managed_limits(**_: object) -> Limits:
+    """Postway's own servers publish no per-mailbox limit; the admin's throttle applies."""
+    return Limits()
+
+
+# No settings of its own (they are Postway's: POSTWAY_MTA_*) and no connection to check.
+MODULE = ChannelModule(name=ChannelName.MANAGED.value, limits=managed_limits)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from postway.channels.base import OutboundMessage, Outcome, outcomes_for_all
+from postway.channels.base import ChannelModule, OutboundMessage, Outcome, outcomes_for_all
 from postway.config import Settings
 from postway.domain.bounce_reasons import classify_reply, find_status
 from postway.domain.network import non_global_kind
 from postway.domain.states import REASON_AUTH_FAILURE, ChannelName, DeliveryState
+from postway.domain.throttle import Limits
 from postway.errors import ChannelError
 from postway.mta.smtp_client import tls_context
 from postway.store.channel_settings import SmtpRelay
@@ -318,3 +319,28 @@ def _words(exc: BaseException) -> str:
     if "Connection refused" in text or "Errno 111" in text:
         return "connection refused"
     return text
+
+
+# Microsoft 365's published limits per mailbox, applied when the relay is Microsoft's.
+M365_DAILY = 10_000
+M365_PER_MINUTE = 30
+M365_HOSTS = ("office365.com", "outlook.com", "microsoft.com")
+
+
+def smtp_limits(relay_host: str | None = None, **_: object) -> Limits:
+    host = (relay_host or "").lower().rstrip(".")
+    if any(host == h or host.endswith("." + h) for h in M365_HOSTS):
+        return Limits(daily_cap=M365_DAILY, per_minute=M365_PER_MINUTE)
+    return Limits()
+
+
+async def check_relay(relay: SmtpRelay, settings: Settings) -> RelayCheck:
+    return await SmtpChannel(relay, settings).check()
+
+
+MODULE = ChannelModule(
+    name=ChannelName.SMTP.value,
+    limits=smtp_limits,
+    settings_schema=SmtpRelay,
+    check=check_relay,
+)

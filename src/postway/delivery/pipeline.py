@@ -1,11 +1,13 @@
 """The delivery pipeline: claimed deliveries pass named steps, then the outcome is recorded.
 
-    check suppression -> check blocked domain -> resolve route -> check throttle -> deliver
-    -> record outcome
+    check suppression -> check blocked domain -> resolve route -> check account
+    -> check throttle -> deliver -> record outcome
 
 Each check is a small function that returns an `Outcome` when it decides a recipient's fate
 without sending, or None to let it pass. Channels only deliver; everything else is here, once.
-No database transaction is held while a channel talks to the network.
+No database transaction is held while a channel talks to the network. Messages that go
+through one connected account are sent one after another, oldest first, so parked mail that
+is released goes out in its original order.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postway.channels.base import OutboundMessage, Outcome, Recipient
+from postway.channels.base import AccountStatus, OutboundMessage, Outcome, Recipient
 from postway.channels.registry import ChannelRegistry, Route
 from postway.config import Settings
 from postway.delivery.outcomes import OutcomeRecorder
 from postway.delivery.retry import RetryPolicy
+from postway.delivery.transitions import release_parked
 from postway.domain.states import (
     REASON_BLOCKED_DOMAIN,
+    REASON_CHANNEL_DISCONNECTED,
     REASON_CHANNEL_ERROR,
+    REASON_CHANNEL_PAUSED,
     REASON_SUPPRESSED,
     REASON_THROTTLED,
     DeliveryState,
@@ -68,6 +73,61 @@ def check_blocked_domain(delivery: Delivery, blocked: Iterable[str]) -> Outcome 
                 diagnostic=f"{entry} is on your organisation's list of blocked domains",
             )
     return None
+
+
+def check_account(delivery: Delivery, route: Route, now: datetime) -> Outcome | None:
+    """Mail of a channel that sends through a connected account waits while the account
+    cannot send: none connected or the grant refused (parked until the user reconnects,
+    which releases it) or paused for a quota (parked until the pause ends). Parking spends
+    no attempt. Mail still parked when its lifetime ends fails with `channel-disconnected`
+    and says what the user must do."""
+    if not route.needs_account:
+        return None
+    account = route.account
+    if account is not None and account.status == AccountStatus.CONNECTED:
+        return None
+    paused = account is not None and account.status == AccountStatus.PAUSED
+    if paused and (account.paused_until is None or account.paused_until <= now):  # type: ignore[union-attr]
+        return None  # the pause is over (the batch's load resumed the account)
+    if now >= delivery.expires_at:
+        return Outcome(
+            delivery.id,
+            delivery.recipient,
+            DeliveryState.FAILED,
+            reason=REASON_CHANNEL_DISCONNECTED,
+            diagnostic="not sent: your Gmail account could not send for longer than a "
+            "message may wait. Connect your Gmail account again on the Delivery channel page "
+            "(or choose another channel), then resend this message from Failed Deliveries.",
+        )
+    if paused:
+        until = min(account.paused_until, delivery.expires_at)  # type: ignore[union-attr, type-var]
+        return Outcome(
+            delivery.id,
+            delivery.recipient,
+            DeliveryState.DEFERRED,
+            reason=REASON_CHANNEL_PAUSED,
+            retry_after=max((until - now).total_seconds(), 0.0),
+            diagnostic=account.reason  # type: ignore[union-attr]
+            or f"{account.address} is paused until {until:%Y-%m-%d %H:%M} UTC",  # type: ignore[union-attr]
+        )
+    if account is None:
+        words = (
+            "no Gmail account is connected: connect yours on the Delivery channel page (or "
+            "choose another channel); this mail waits and goes out once you do"
+        )
+    else:
+        words = (
+            f"{account.reason or 'Google no longer accepts the connection'}. Reconnect "
+            f"{account.address} on the Delivery channel page; this mail waits and goes out, "
+            "in its original order, once you do"
+        )
+    return Outcome(
+        delivery.id,
+        delivery.recipient,
+        DeliveryState.DEFERRED,
+        reason=REASON_CHANNEL_DISCONNECTED,
+        diagnostic=words,
+    )
 
 
 def throttled(deliveries: list[Delivery], retry_at: datetime, now: datetime) -> list[Outcome]:
@@ -110,6 +170,26 @@ class BatchContext:
     routes: dict[str, Route | ChannelError] = field(default_factory=dict)
 
 
+def _by_account(
+    ctx: BatchContext, by_message: dict[str, list[Delivery]]
+) -> list[list[tuple[str, list[Delivery]]]]:
+    """Messages in groups that run concurrently: one group per connected account, its
+    messages oldest first (a mailbox sends in order), and every other message alone."""
+    groups: dict[str, list[tuple[str, list[Delivery]]]] = defaultdict(list)
+
+    def created(item: tuple[str, list[Delivery]]) -> tuple[datetime, str]:
+        m = ctx.messages.get(item[0])
+        return (m.created_at if m is not None else datetime.max.replace(tzinfo=UTC), item[0])
+
+    for message_id, deliveries in sorted(by_message.items(), key=created):
+        route = ctx.routes.get(message_id)
+        account = route.account if isinstance(route, Route) else None
+        groups[f"account:{account.id}" if account else message_id].append(
+            (message_id, deliveries)
+        )
+    return list(groups.values())
+
+
 class Pipeline:
     def __init__(
         self,
@@ -139,10 +219,19 @@ class Pipeline:
         recorder = OutcomeRecorder(self.db, self.worker_id, self.policy, self.metrics)
         try:
             await asyncio.gather(
-                *(self._guarded(ctx, mid, ds, recorder) for mid, ds in by_message.items())
+                *(self._in_order(ctx, group, recorder) for group in _by_account(ctx, by_message))
             )
         finally:
             await recorder.close()
+
+    async def _in_order(
+        self,
+        ctx: BatchContext,
+        group: list[tuple[str, list[Delivery]]],
+        recorder: OutcomeRecorder,
+    ) -> None:
+        for message_id, deliveries in group:
+            await self._guarded(ctx, message_id, deliveries, recorder)
 
     async def _load(self, by_message: dict[str, list[Delivery]]) -> BatchContext:
         ctx = BatchContext()
@@ -160,7 +249,36 @@ class Pipeline:
                     ctx.routes[m.id] = await self.registry.route(s, m)
                 except ChannelError as exc:
                     ctx.routes[m.id] = exc
+        await self._resume_accounts(ctx)
         return ctx
+
+    async def _resume_accounts(self, ctx: BatchContext) -> None:
+        """Accounts whose pause has ended send again: their parked mail is released (due at
+        once, in original order), including mail of this batch's messages not yet claimed."""
+        accounts = self.registry.accounts
+        if accounts is None:
+            return
+        now = utcnow()
+        due: dict[str, tuple[str, str]] = {}  # account id -> (user id, channel)
+        for message_id, r in ctx.routes.items():
+            if (
+                isinstance(r, Route)
+                and r.account is not None
+                and r.account.status == AccountStatus.PAUSED
+                and r.account.paused_until is not None
+                and r.account.paused_until <= now
+            ):
+                due[r.account.id] = (r.account.user_id, ctx.messages[message_id].channel)
+        for account_id, (user_id, channel) in due.items():
+            if await accounts.resume_if_due(account_id, now):
+                async with self.db.session() as s, s.begin():
+                    await release_parked(
+                        s,
+                        Delivery.user_id == user_id,
+                        Delivery.channel == channel,
+                        now=now,
+                        by="the account's pause ended",
+                    )
 
     async def _guarded(
         self,
@@ -195,15 +313,20 @@ class Pipeline:
 
         outcomes: list[Outcome] = []
         pending: list[Delivery] = []
+        now = utcnow()
         for d in deliveries:
-            decided = check_suppression(d, suppressed) or check_blocked_domain(d, blocked)
+            decided = (
+                check_suppression(d, suppressed)
+                or check_blocked_domain(d, blocked)
+                or (check_account(d, route, now) if route is not None else None)
+            )
             if decided is not None:
                 outcomes.append(decided)
             else:
                 pending.append(d)
         if pending and route is not None:
             pending, waiting = await self._check_throttle(
-                message, pending, org_limits.tightened(route.provider_limits)
+                message, pending, org_limits.tightened(route.provider_limits), route
             )
             outcomes.extend(waiting)
         if pending:
@@ -212,13 +335,15 @@ class Pipeline:
         await recorder.add(outcomes, route.setting_id if route else None)
 
     async def _check_throttle(
-        self, message: Message, pending: list[Delivery], limits: Limits
+        self, message: Message, pending: list[Delivery], limits: Limits, route: Route
     ) -> tuple[list[Delivery], list[Outcome]]:
-        """Split `pending` into those the mailbox's allowance lets go now and those that wait."""
+        """Split `pending` into those the mailbox's allowance lets go now and those that wait.
+        A connected account is one mailbox whatever alias its mail is sent as."""
         if not limits.any:
             return pending, []
         now = utcnow()
-        mailbox = f"{message.org_id}:{message.channel}:{message.from_address.lower()}"
+        sender = route.account.address if route.account else message.from_address
+        mailbox = f"{message.org_id}:{message.channel}:{sender.lower()}"
         async with self.db.session() as s, s.begin():
             allowed, retry_at = await reserve(
                 s,

@@ -13,11 +13,14 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postway.channels.gmail import PROVIDER as GMAIL_PROVIDER
 from postway.config import Settings
 from postway.domain.addresses import domain_of, normalize_address
 from postway.domain.message import Attachment, BuiltMessage, Draft, build_message
+from postway.domain.sender import effective_from
 from postway.domain.states import ChannelName, DeliveryState
 from postway.errors import Conflict, InvalidInput, PostwayError, TooLarge
+from postway.store.accounts import account_of
 from postway.store.channel_settings import effective_setting
 from postway.store.db import Database
 from postway.store.events import append_event
@@ -90,14 +93,14 @@ def check_counts(req: SendRequest) -> None:
         )
 
 
-def _draft(req: SendRequest, identity: Identity, limit: int) -> Draft:
+def _draft(req: SendRequest, identity: Identity, limit: int, from_email: str) -> Draft:
     check_counts(req)
     to, cc, bcc = _addresses(req.to, "to"), _addresses(req.cc, "cc"), _addresses(req.bcc, "bcc")
     if not to and not cc and not bcc:
         raise InvalidInput("to: give at least one recipient", field="to")
     return Draft(
         from_name=identity.name,
-        from_email=identity.email,
+        from_email=from_email,
         to=tuple(to),
         cc=tuple(cc),
         bcc=tuple(bcc),
@@ -116,8 +119,26 @@ def _check_channel(channel: ChannelName, identity: Identity) -> None:
             f"identity {identity.email} is not verified: send the confirmation "
             "(POST /api/v1/identities/{id}/verify) and click its link first"
         )
-    if channel is ChannelName.GMAIL:
+
+
+async def _sender_address(db: AsyncSession, channel: ChannelName, identity: Identity) -> str:
+    """The From address the message is built with: what recipients will see (domain.sender),
+    so the stored message is exactly what the channel sends."""
+    if channel is not ChannelName.GMAIL:
+        return identity.email
+    cache = db.info.setdefault("connected_account", {})
+    if identity.user_id not in cache:
+        cache[identity.user_id] = await account_of(db, identity.user_id, GMAIL_PROVIDER)
+    account = cache[identity.user_id]
+    address = effective_from(
+        channel,
+        identity.email,
+        account.address if account else None,
+        account.send_as if account else (),
+    )
+    if address is None:
         raise Conflict("the gmail channel needs a connected Gmail account; none is connected")
+    return address
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +166,15 @@ async def prepare_message(
     _check_channel(channel, identity)
     if channel is ChannelName.SMTP and (setting is None or not setting.smtp_host):
         raise Conflict("the smtp channel is chosen but no relay is configured")
-    draft = _draft(req, identity, settings.max_message_bytes)
+    with db.no_autoflush:
+        from_email = await _sender_address(db, channel, identity)
+    draft = _draft(req, identity, settings.max_message_bytes, from_email)
     built = build_message(draft, message_id_domain=settings.hostname)
     if built.size > settings.max_message_bytes:
         raise TooLarge(
             f"message: {built.size} bytes is over the limit of {settings.max_message_bytes} bytes"
         )
-    return Prepared(identity.id, identity.email, channel, draft, built, req.subject)
+    return Prepared(identity.id, from_email, channel, draft, built, req.subject)
 
 
 def store_message(

@@ -36,3 +36,9 @@ REASON_SUPPRESSED = "suppressed"
 REASON_CHANNEL_ERROR = "channel-error"
 REASON_AUTH_FAILURE = "authfailure"
 REASON_THROTTLED = "throttled"  # waits for the next sending window; not a failure
+# A connected account (Gmail) cannot send now: its mail is parked without spending attempts
+# (see delivery.transitions.Park). Paused: a provider quota, until the pause ends.
+# Disconnected: none connected or the grant refused, until the user reconnects; mail still
+# parked when its lifetime ends fails with this same reason.
+REASON_CHANNEL_PAUSED = "channel-paused"
+REASON_CHANNEL_DISCONNECTED = "channel-disconnected"

@@ -12,12 +12,8 @@ from datetime import datetime, timedelta
 DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
 
-# Published provider limits (per mailbox); an admin's own limits can only be stricter.
-GMAIL_DAILY = 2000
-M365_DAILY = 10_000
-M365_PER_MINUTE = 30
-M365_HOSTS = ("office365.com", "outlook.com", "microsoft.com")
-
+# Providers' published limits live in their channel modules (channels/*.py `MODULE.limits`);
+# an admin's own limits can only make them stricter (`Limits.tightened`).
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -42,15 +38,6 @@ class Limits:
             daily_cap=low(self.daily_cap, other.daily_cap),
             per_minute=low(self.per_minute, other.per_minute),
         )
-
-
-def provider_limits(channel: str, relay_host: str | None) -> Limits:
-    if channel == "gmail":
-        return Limits(daily_cap=GMAIL_DAILY)
-    host = (relay_host or "").lower().rstrip(".")
-    if channel == "smtp" and any(host == h or host.endswith("." + h) for h in M365_HOSTS):
-        return Limits(daily_cap=M365_DAILY, per_minute=M365_PER_MINUTE)
-    return Limits()
 
 
 def parse_limits(data: dict[str, object] | None) -> Limits:

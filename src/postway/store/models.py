@@ -321,3 +321,65 @@ class ThrottleWindow(Base):
     minute_count: Mapped[int] = mapped_column(Integer, default=0)
     batch_count: Mapped[int] = mapped_column(Integer, default=0)
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ConnectedAccount(Base):
+    """A rep's connected mailbox (Gmail now, Microsoft 365 next): one per user and provider.
+
+    Tokens are encrypted with `SecretBox` and never leave the store in the clear except to the
+    channel that sends with them. `status` is `connected`, `needs_reconnect` (the grant was
+    revoked or expired: mail waits until the user connects again) or `paused` (a provider
+    quota: mail waits until `paused_until`). `version` grows with every change of the tokens
+    or the state, so cached clients know when to rebuild; `refreshing_until` is the claim of
+    the one worker refreshing the access token (see `store.accounts.fresh_token`).
+    """
+
+    __tablename__ = "connected_accounts"
+    __table_args__ = (UniqueConstraint("user_id", "provider"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))
+    access_token_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    refresh_token_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    send_as: Mapped[list[str]] = mapped_column(JSON, default=list)  # verified aliases
+    status: Mapped[str] = mapped_column(String(16), default="connected")
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    bounce_scanning: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    refreshing_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OAuthState(Base):
+    """A started OAuth connect flow: single use, short-lived, bound to the user who started
+    it (and to their browser session when started from a page). Only a hash of the `state`
+    value is kept; the PKCE verifier is encrypted."""
+
+    __tablename__ = "oauth_states"
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    org_id: Mapped[str] = mapped_column(String(32))
+    provider: Mapped[str] = mapped_column(String(16))
+    verifier_enc: Mapped[str] = mapped_column(Text)
+    session_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    bounce_scanning: Mapped[bool] = mapped_column(Boolean, default=False)
+    replace: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AccountThread(Base):
+    """Which provider conversation (Gmail threadId) a message sent through an account went
+    into, by its Message-ID, so a reply to it is filed in the same conversation."""
+
+    __tablename__ = "account_threads"
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    message_id_header: Mapped[str] = mapped_column(String(400), primary_key=True)
+    thread_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

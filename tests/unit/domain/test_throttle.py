@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postway.domain.throttle import Limits, Window, admit, parse_limits, provider_limits
+from postway.domain.throttle import Limits, Window, admit, parse_limits
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -24,13 +24,6 @@ def test_daily_cap_waits_for_next_day_and_nothing_is_dropped():
     assert admit(limits, w, 1999, T0) == (1999, None)
     assert admit(limits, w, 5, T0 + timedelta(hours=3)) == (1, T0 + timedelta(days=1))
     assert admit(limits, w, 4, T0 + timedelta(days=1)) == (4, None)
-
-
-def test_microsoft_365_limits_apply_to_its_relays_only():
-    assert provider_limits("smtp", "smtp.office365.com") == Limits(daily_cap=10_000, per_minute=30)
-    assert provider_limits("smtp", "mail.company.example") == Limits()
-    assert provider_limits("gmail", None).daily_cap == 2000
-    assert Limits(daily_cap=500).tightened(provider_limits("gmail", None)).daily_cap == 500
 
 
 def test_parse_limits_rejects_nonsense():
