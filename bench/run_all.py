@@ -18,6 +18,7 @@ def main() -> None:
     quick = "--quick" in sys.argv
     runs = [
         ["bounce_corpus.py"],
+        ["bounce_scaling.py", *(["--max-mb", "1"] if quick else [])],
         ["pipelining.py"],
         ["queue_scale.py", *(["--rows", "100000"] if quick else [])],
         ["throughput.py", *(["--messages", "2000"] if quick else [])],

@@ -29,11 +29,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from postway.bounces.isolation import BounceParseFailed, parse_isolated
 from postway.bounces.model import BounceReport, BounceResult
-from postway.bounces.parse import parse_bounce
 from postway.bounces.storage import store_bounce as store_bounce  # re-exported for callers
 from postway.config import Settings
 from postway.delivery.outcomes import add_suppression
+from postway.delivery.transitions import Bounce, Complaint, transition
 from postway.domain.states import DeliveryState
 from postway.mta.verp import parse_return_path
 from postway.store.db import Database
@@ -128,6 +129,7 @@ async def _process_all(
 async def _process(
     db: Database, settings: Settings, bounce_id: str, retry: bool
 ) -> Processed | None:
+    parsed = await _parse_unlocked(db, settings, bounce_id, retry)
     async with db.session() as s, s.begin():
         # FOR UPDATE on PostgreSQL; on SQLite BEGIN IMMEDIATE already serialises writers.
         row = await s.scalar(
@@ -142,7 +144,14 @@ async def _process(
             return _summary(row)
         if row.body is None and row.status != RECEIVED:
             return _summary(row)  # retention deleted the message; its record stands
-        report = parse_bounce(row.raw)
+        if isinstance(parsed, BounceParseFailed):
+            # Poisoned: failed for review, so neither this run nor the next start (which takes
+            # only `received` rows) parses it again; `bounce failures --retry` may, by hand.
+            _finish(row, FAILED, error=f"{parsed}; kept for review, not retried automatically")
+            return _summary(row)
+        if parsed is None:
+            return _summary(row)  # it was not ours to parse when read (another run took it)
+        report = parsed
         row.kind = report.kind
         if report.kind == "none":
             _finish(row, FAILED, error="not recognised as a bounce, delay notice, auto-reply "
@@ -160,6 +169,29 @@ async def _process(
         result = _result_for(report, delivery.recipient)
         await _apply(s, row, report, result, delivery)
         return _summary(row)
+
+
+async def _parse_unlocked(
+    db: Database, settings: Settings, bounce_id: str, retry: bool
+) -> BounceReport | BounceParseFailed | None:
+    """The stored message's report, parsed in a worker process under the time limit before
+    any lock is taken (on SQLite a write transaction held through a slow parse would stall
+    every other writer); None when the row is not one to process; the failure when the
+    message is poisoned (the parse overran or killed its worker)."""
+    async with db.reader() as s:
+        row = await s.scalar(
+            select(BounceMessage)
+            .options(selectinload(BounceMessage.body))
+            .where(BounceMessage.id == bounce_id)
+        )
+        if row is None or (row.status != RECEIVED and not (retry and row.status in REVIEW)):
+            return None
+        raw = row.raw
+    try:
+        return await parse_isolated(raw, settings.bounce_parse_timeout_seconds)
+    except BounceParseFailed as exc:
+        log.warning("bounce %s could not be parsed: %s", bounce_id, exc)
+        return exc
 
 
 async def _apply(
@@ -194,18 +226,11 @@ async def _bounce(s: AsyncSession, row: BounceMessage, r: BounceResult, d: Deliv
             row, IGNORED, error=f"duplicate of bounce {previous.detail.get('bounce_message_id')}"
         )
         return
-    was = d.state
-    d.state = DeliveryState.BOUNCED.value
-    d.reason, d.status, d.diagnostic, d.hard = reason, status, diagnostic, r.hard
-    d.remote_mta = (r.remote_mta or None) and r.remote_mta[:255]
-    d.reply_code = _reply_code(diagnostic)
-    # Final state: off the queue, and any worker still holding a lease is fenced out.
-    d.due_at, d.lease_owner, d.updated_at = None, None, utcnow()
-    append_event(
-        s, d, "bounced", source="dsn", bounce_message_id=row.id, previous_state=was,
-        reason=reason, status=status, diagnostic=diagnostic, remote_mta=d.remote_mta,
-        hard=r.hard,
+    bounce = Bounce(
+        reason, status, diagnostic, r.hard, (r.remote_mta or None) and r.remote_mta[:255],
+        _reply_code(diagnostic), {"source": "dsn", "bounce_message_id": row.id},
     )  # fmt: skip
+    transition(s, d, bounce, now=utcnow())  # final: off the queue, any lease holder fenced out
     if r.hard:
         await add_suppression(s, d, reason)
     _finish(row, PROCESSED)
@@ -220,7 +245,8 @@ async def _complaint(s: AsyncSession, row: BounceMessage, d: Delivery) -> None:
     if seen is not None:
         _finish(row, IGNORED, error="duplicate complaint: already recorded for this delivery")
         return
-    append_event(s, d, "complaint", source="feedback-loop", bounce_message_id=row.id)
+    complaint = Complaint({"source": "feedback-loop", "bounce_message_id": row.id})
+    transition(s, d, complaint, now=utcnow())
     await add_suppression(s, d, COMPLAINT_REASON)
     _finish(row, PROCESSED)
 

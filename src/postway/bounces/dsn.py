@@ -10,7 +10,14 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from postway.bounces.mime import content_type, first_address, leaf_parts, part_text, walk
+from postway.bounces.mime import (
+    MAX_PART_CHARS,
+    content_type,
+    first_address,
+    leaf_parts,
+    part_text,
+    walk,
+)
 
 _FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 _RECIPIENT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
@@ -102,7 +109,7 @@ def _status_part_text(part: Message) -> str:
         for sub in payload:
             if isinstance(sub, Message):
                 blocks.append("\n".join(f"{k}: {v}" for k, v in sub.items()))
-        return "\n\n".join(blocks)
+        return "\n\n".join(blocks)[:MAX_PART_CHARS]
     return part_text(part)
 
 
@@ -113,7 +120,7 @@ def delivery_status_text(msg: Message) -> str | None:
         for p in walk(msg)
         if content_type(p) in ("message/delivery-status", "message/global-delivery-status")
     ]
-    return "\n\n".join(texts) if texts else None
+    return "\n\n".join(texts)[:MAX_PART_CHARS] if texts else None
 
 
 def parse_dsn(msg: Message) -> list[DsnRecipient]:
@@ -154,20 +161,71 @@ def human_text(msg: Message) -> str:
             plain.append(part_text(part))
         elif ctype == "text/html":
             html.append(_strip_html(part_text(part)))
-    return "\n".join(plain) if plain else "\n".join(html)
+    # The body as a whole is bounded like each part (the parts of a 10 MB message add up).
+    return ("\n".join(plain) if plain else "\n".join(html))[:MAX_PART_CHARS]
 
 
-_BLOCK_TAG_RE = re.compile(r"<(?:br|p|div|tr|li)\b[^>]{0,2000}>", re.IGNORECASE)
-_TAG_RE = re.compile(r"<[^>]{0,2000}>")
+# Tag stripping, done by hand rather than with `re.sub` so that it stays linear: a pattern such
+# as `<[^>]{0,2000}>` retries up to 2,000 characters from every "<" of a "<<<<..." run, and
+# `<script\b.*?</script>` scans to the end of the text from every unclosed "<script".
+_BLOCK_TAG_RE = re.compile(r"<(?:br|p|div|tr|li)\b", re.IGNORECASE)
+_ANY_TAG_RE = re.compile(r"<")
+_MAX_TAG = 2000  # characters between a tag's name and its ">"; longer is not a tag
+_SCRIPT_RE = re.compile(r"<(script|style)\b", re.IGNORECASE)
+_SCRIPT_END_RE = {
+    "script": re.compile(r"</script>", re.IGNORECASE),
+    "style": re.compile(r"</style>", re.IGNORECASE),
+}
 _ENTITY = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&#39;": "'"}
 
 
 def _strip_html(html: str) -> str:
-    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
-    text = _TAG_RE.sub(" ", _BLOCK_TAG_RE.sub("\n", text))
+    text = _drop_scripts(html)
+    text = _replace_tags(_replace_tags(text, _BLOCK_TAG_RE, "\n"), _ANY_TAG_RE, " ")
     for entity, char in _ENTITY.items():
         text = text.replace(entity, char)
     return text
+
+
+def _replace_tags(text: str, opener: re.Pattern[str], repl: str) -> str:
+    """Replace each `opener` followed by at most _MAX_TAG non-">" characters and a ">" (what
+    `re.sub(opener + "[^>]{0,2000}>", repl, text)` does), in one pass."""
+    out: list[str] = []
+    done = 0  # text[:done] is written out
+    close = -1  # the first ">" at or after the last place looked at (cached: one scan in all)
+    pos = 0
+    while (m := opener.search(text, pos)) is not None:
+        if close < m.end():
+            close = text.find(">", m.end())
+            if close < 0:
+                break  # no ">" after here: no more tags
+        if close - m.end() > _MAX_TAG:
+            pos = m.start() + 1
+            continue
+        out += (text[done:m.start()], repl)
+        done = pos = close + 1
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _drop_scripts(html: str) -> str:
+    """Replace <script>...</script> and <style>...</style> by a space (case-insensitive, the
+    first closing tag ends it), in one pass: a closing tag missing once is missing for every
+    later opening tag of that name."""
+    out: list[str] = []
+    done = pos = 0
+    unclosed: set[str] = set()
+    while (m := _SCRIPT_RE.search(html, pos)) is not None:
+        name = "script" if len(m.group(1)) == 6 else "style"  # the group may be "SCRİPT"...
+        end = None if name in unclosed else _SCRIPT_END_RE[name].search(html, m.end())
+        if end is None:
+            unclosed.add(name)
+            pos = m.start() + 1
+            continue
+        out += (html[done:m.start()], " ")
+        done = pos = end.end()
+    out.append(html[done:])
+    return "".join(out)
 
 
 def reporting_mta(msg: Message) -> str | None:

@@ -10,6 +10,7 @@ prose, so they decide the reason when present.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from email.message import Message
 
 from postway.bounces.mime import header
@@ -77,27 +78,62 @@ _QMAIL_RE = re.compile(r"this is the qmail-send program|\(qmail \d+ invoked for 
                        re.IGNORECASE)
 
 
-def _is_qmail(msg: Message, text: str) -> bool:
-    received = " ".join(str(v) for v in (msg.get_all("Received") or [])[:5])
-    return bool(_QMAIL_RE.search(text) or _QMAIL_RE.search(received)
-                or "invoked for bounce" in received)
+_TEXT_READ = 20_000  # characters of the report (and of a diagnostic) these labels are read in
 
 
-def engine_reason(msg: Message, diagnostic: str, status: str | None, body: str) -> str:
-    """The reason the sending system itself states, or ""."""
-    text = f"{diagnostic}\n{body[:20_000]}"
+@dataclass(frozen=True)
+class ReportSigns:
+    """What the report as a whole shows, read once per email rather than once per recipient
+    (a report may name a thousand recipients). Each pattern above matches within one line, so
+    searching the diagnostic and the report apart finds what searching them joined would."""
+
+    powermta: str  # the category the report's text or header states, lower-cased ("" none)
+    microsoft_sign: bool
+    microsoft_ndr_header: bool
+    qmail: bool
+    sentences: tuple[bool, ...]  # per entry of _PRODUCT_SENTENCES + _QMAIL_SENTENCES
+
+
+def report_signs(msg: Message, body: str) -> ReportSigns:
+    """Read the report-wide signs of `msg`, whose text (outside any diagnostic) is `body`."""
+    text = body[:_TEXT_READ]
     m = _POWERMTA_RE.search(text)
-    category = (m.group(1) if m else header(msg, "X-PowerMTA-BounceCategory")).strip().lower()
+    category = m.group(1) if m else header(msg, "X-PowerMTA-BounceCategory")
+    received = " ".join(str(v) for v in (msg.get_all("Received") or [])[:5])
+    low = text.lower()
+    return ReportSigns(
+        powermta=category.strip().lower(),
+        microsoft_sign=bool(_MICROSOFT_SIGN_RE.search(text)),
+        microsoft_ndr_header=bool(header(msg, "X-MS-Exchange-Message-Is-Ndr")),
+        qmail=bool(_QMAIL_RE.search(text) or _QMAIL_RE.search(received)
+                   or "invoked for bounce" in received),
+        sentences=tuple(bool(p.search(low)) for p, _ in _PRODUCT_SENTENCES + _QMAIL_SENTENCES),
+    )
+
+
+def engine_reason(
+    msg: Message, diagnostic: str, status: str | None, body: str,
+    signs: ReportSigns | None = None,
+) -> str:
+    """The reason the sending system itself states, or "".
+
+    `signs` are `report_signs(msg, body)`, passed in when one report is asked about many
+    recipients."""
+    signs = signs or report_signs(msg, body)
+    diagnostic = diagnostic[:_TEXT_READ]
+    m = _POWERMTA_RE.search(diagnostic)
+    category = m.group(1).strip().lower() if m else signs.powermta
     if category in _POWERMTA:
         return _POWERMTA[category]
     if status in _MICROSOFT_CODES and (
-            _MICROSOFT_SIGN_RE.search(text) or header(msg, "X-MS-Exchange-Message-Is-Ndr")
-            or _is_extended(status)):
+            _MICROSOFT_SIGN_RE.search(diagnostic) or signs.microsoft_sign
+            or signs.microsoft_ndr_header or _is_extended(status)):
         return _MICROSOFT_CODES[status]
-    low = text.lower()
-    sentences = _PRODUCT_SENTENCES + (_QMAIL_SENTENCES if _is_qmail(msg, text) else ())
-    for pattern, reason in sentences:
-        if pattern.search(low):
+    low = diagnostic.lower()
+    qmail = signs.qmail or bool(_QMAIL_RE.search(diagnostic))
+    sentences = _PRODUCT_SENTENCES + (_QMAIL_SENTENCES if qmail else ())
+    for (pattern, reason), in_report in zip(sentences, signs.sentences, strict=False):
+        if in_report or pattern.search(low):
             return reason
     return ""
 

@@ -15,20 +15,29 @@ from dataclasses import dataclass
 from postway.bounces.mime import ADDRESS_RE as _ADDRESS_RE
 
 # Lines that start the returned message (or its headers) in prose bounces.
+#
+# Written to run in linear time on hostile text: every quantifier either stays within one line
+# or is possessive (`*+`), so no two adjacent quantifiers can trade the same characters back and
+# forth. The old form let `[ \t>]*` and `\s*` share spaces and `\s*` run across every blank
+# line from every line start, which took minutes on 40 KB of blank lines. The one case where a
+# marker may be preceded by lines of its own (dashes, then blank lines, then "Original message
+# follows") is handled by `_marker_start`, walking back once from the line found.
 _ORIGINAL_RE = re.compile(
-    r"^[ \t>]*(?:"
+    r"^[ \t>]*+(?:"
     r"-+ ?(?:below this line is a copy|this is a copy|original message|the original message"
     r"|returned message|original message follows|headers of the original|message headers follow"
     r"|unsent message below|undelivered message)"
-    r"|-*\s*(?:original message follows|original message headers?|message headers follow"
-    r"|the headers of the message follow|the text you sent follows|unsent message below"
-    r"|\*+ ?original message)"
+    r"|-*+[^\S\n]*+(?P<marker>original message follows|original message headers?"
+    r"|message headers follow|the headers of the message follow|the text you sent follows"
+    r"|unsent message below|\*+ ?original message)"
     r"|-+ ?(?:begin|start) (?:of )?(?:returned|original) message"
     r"|(?:return-path|received|x-received|dkim-signature|message-id|x-original-to|delivered-to)"
     r": ?.+\n(?:[ \t].*\n)*(?:[A-Za-z-]+: ?.*\n)"
     r")",
     re.IGNORECASE | re.MULTILINE,
 )
+# A line that may open a marker written over several lines: quote marks, dashes, white space.
+_MARKER_LEAD_RE = re.compile(r"[ \t>]*+-*+\s*+")
 _COMMANDS = (
     (re.compile(r"rcpt to|\brcpt\b|recipient command|end of rcpt", re.I), "RCPT"),
     (re.compile(r"mail from|\bmail\b|sender command", re.I), "MAIL"),
@@ -42,7 +51,7 @@ _COMMAND_CONTEXT_RE = re.compile(
     r"in\s+reply\s+to\s+(?:the\s+)?([a-z]+(?:\s+(?:to|from|of))?(?:\s+data)?)\s+command"
     r"|after\s+((?:pipelined\s+)?(?:rcpt\s+to|mail\s+from|end\s+of\s+data|data|rcpt|mail"
     r"|initial\s+connection|ehlo|helo|sending\s+message))\b"
-    r"|^\s*>>>\s*(rcpt|mail|data|ehlo|helo)\b"
+    r"|^[^\S\n]*+>>>\s*(rcpt|mail|data|ehlo|helo)\b"
     r"|did\s+not\s+like\s+our\s+((?:final\s+)?(?:rcpt\s+to|mail\s+from|data)|rcpt|mail)"
     r"|progress\s+was\s+(rcpt\s+to|mail\s+from|data)\s+response"
     r"|connected\s+to\s+.{1,80}\s+but\s+(sender|my\s+name|recipient)\b"
@@ -72,7 +81,33 @@ class ProseRecipient:
 def error_text(text: str) -> str:
     """The report's own words: everything before the returned message starts."""
     m = _ORIGINAL_RE.search(text)
-    return text[: m.start()] if m and m.start() > 0 else text
+    if m is None:
+        return text
+    start = _marker_start(text, m)
+    return text[:start] if start > 0 else text
+
+
+def _marker_start(text: str, m: re.Match[str]) -> int:
+    """Where the returned message starts, given the first marker line found.
+
+    A marker such as "Original message follows" may sit below a line of dashes (or quote
+    marks) and blank lines that belong to it; the returned message then starts at that line.
+    Walking back from the one match found keeps this linear (a pattern that let white space
+    run across lines was retried from every blank line)."""
+    before = text[m.start():m.start("marker")] if m.group("marker") else None
+    if before is None or (before and not before.isspace()):
+        return m.start()
+    start = m.start()
+    while start > 0:
+        line_start = text.rfind("\n", 0, start - 1) + 1
+        line = text[line_start:start - 1]
+        if line.isspace() or not line:
+            start = line_start
+            continue
+        if _MARKER_LEAD_RE.fullmatch(line):
+            start = line_start
+        break
+    return start
 
 
 def smtp_command(text: str) -> str | None:
@@ -124,6 +159,7 @@ def prose_recipients(text: str, exclude: set[str]) -> list[ProseRecipient]:
     """Failed addresses found in a prose report, each with the text that concerns it:
     from its first mention to the next address's first mention (report order kept)."""
     first: dict[str, int] = {}
+    previous = -1  # the latest start so far (kept, not recomputed: thousands of addresses)
     for m in _ADDRESS_RE.finditer(text):
         address = m.group(0).strip(".").lower()
         if address in first or address in exclude or _NOT_RECIPIENT_RE.match(address):
@@ -133,8 +169,8 @@ def prose_recipients(text: str, exclude: set[str]) -> list[ProseRecipient]:
         # A transcript line such as ">>> RCPT To:<addr>" names the command before the address.
         line_start = text.rfind("\n", max(0, m.start() - 200), m.start()) + 1
         start = line_start if line_start > 0 or m.start() < 200 else m.start()
-        previous = max(first.values(), default=-1)
         first[address] = start if start > previous else m.start()
+        previous = max(previous, first[address])
     if not first:
         return []
     found = list(first.items())
@@ -174,7 +210,7 @@ def prose_recipients(text: str, exclude: set[str]) -> list[ProseRecipient]:
 # "554 <addr>... Remote protocol error", "<<< 550 5.1.1 <addr>... User unknown",
 # "addr... Host unknown": the line in which Sendmail gives a recipient its verdict.
 _VERDICT_LINE_RE = re.compile(
-    r"^[ \t]*(?:<<<[ \t]*)?(?:[245]\d\d[ -]+(?:[245]\.\d{1,3}\.\d{1,3}[ \t]+)?)?"
+    r"^[ \t]*(?:<<<[ \t]*)?(?:[245]\d\d[ -]++(?:[245]\.\d{1,3}\.\d{1,3}[ \t]+)?)?"
     r"<?([^\s<>@]{1,64}@[^\s<>@]{1,255}?)>?\.\.\.(?:[ \t].*)?$",
     re.MULTILINE)
 

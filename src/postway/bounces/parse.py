@@ -15,7 +15,7 @@ from postway.bounces.dsn import (
     reporting_mta,
     returned_headers,
 )
-from postway.bounces.engines import engine_reason
+from postway.bounces.engines import engine_reason, report_signs
 from postway.bounces.feedback import is_auto_reply, parse_arf, parse_ses
 from postway.bounces.formats import (
     ProseRecipient,
@@ -47,8 +47,11 @@ _BOUNCE_SIGNAL_RE = re.compile(
     r"|unable to deliver|was not delivered|delivery to the following|rejected|\b[45]\d\d[ -]"
     r"|\b[45]\.\d\.\d", re.IGNORECASE)
 _VAGUE = ("onhold", "undefined", "systemerror", "securityerror")
-_MAX_BYTES = 4_000_000  # a bounce's verdict is in its first pages; bound the work per email
-_MAX_RECIPIENTS = 1000  # more is an attack or a list explosion; the first ones tell the story
+# Bounds on the work per email, whatever arrives (the text read of each part and header is
+# bounded in `mime`): a bounce's verdict is in its first pages, and more than a thousand
+# recipients is an attack or a list explosion whose first entries tell the story.
+_MAX_BYTES = 1_000_000
+_MAX_RECIPIENTS = 1000
 
 
 def parse_bounce(raw: bytes) -> BounceReport:
@@ -104,12 +107,13 @@ def _kind(results: list[BounceResult], text: str) -> str:
 def _from_dsn(
     msg: Message, dsn: list[DsnRecipient], body: str, own: set[str]
 ) -> BounceReport:
-    prose = {p.recipient: p.text for p in prose_recipients(error_text(body), own)}
     context = error_text(body)
+    prose = {p.recipient: p.text for p in prose_recipients(context, own)}
     results: list[BounceResult] = []
     reporter = reporting_mta(msg)
     report_text = f"{body}\n{delivery_status_text(msg) or ''}"
-    for entry in dsn:
+    signs = report_signs(msg, report_text)
+    for entry in dsn[:_MAX_RECIPIENTS]:
         recipient = entry.recipient or _fallback_recipient(msg)
         words = entry.diagnostic
         nearby = prose.get(recipient or "", context if len(dsn) == 1 else "")
@@ -120,7 +124,7 @@ def _from_dsn(
         command = smtp_command(words) or smtp_command(nearby) or literal_command(words)
         status = _clean_status(entry.status, words)
         dtype = entry.diagnostic_type
-        preset = engine_reason(msg, words or nearby, status, report_text)
+        preset = engine_reason(msg, words or nearby, status, report_text, signs)
         known = "" if preset and preset not in RETRY_REASONS else provider_reason(
             recipient, entry.remote_mta, words or nearby, status, command, reporter)
         reason = known or reason_for(status, words, command, entry.action,
@@ -210,19 +214,19 @@ def _from_prose(msg: Message, body: str, own: set[str]) -> BounceReport:
         found = [ProseRecipient(_fallback_recipient(msg) or "", text)]
     delayed = bool(_DELAY_RE.search(text))
     whole: ReplyClass | None = None  # the report's words at large, classified once
+    signs = report_signs(msg, text)
     results: list[BounceResult] = []
     for item in found[:_MAX_RECIPIENTS]:
         words = item.text
-        c = classify_reply(None, None, words, smtp_command(words) or literal_command(words),
-                           diagnostic_type="")
+        command = smtp_command(words) or literal_command(words)
+        c = classify_reply(None, None, words, command, diagnostic_type="")
         if c.reason in ("onhold", "undefined") and words is not text:
             whole = whole or classify_reply(None, None, text, smtp_command(text))
             c = ReplyClass(whole.reason, whole.hard, c.status or whole.status)
         if c.reason in ("onhold", "undefined") and _is_group(item.recipient):
             # A mailing-list host refusing a post refuses the poster, i.e. the sender.
             c = ReplyClass("rejected", False, c.status)
-        command = smtp_command(words) or literal_command(words)
-        preset = engine_reason(msg, words, c.status, text)
+        preset = engine_reason(msg, words, c.status, text, signs)
         known = "" if preset and preset not in RETRY_REASONS else provider_reason(
             item.recipient, None, words, c.status, command)
         if preset and not known:
