@@ -105,6 +105,18 @@ class Settings(BaseSettings):
         description="Bearer token for /metrics; when empty, /metrics answers loopback "
         "clients only.",
     )
+    # -- Google (the Gmail channel) --
+    google_client_id: str = Field(
+        "", description="OAuth client id of Postway's Google Cloud project (Gmail channel)."
+    )
+    google_client_secret: str = Field(
+        "", description="OAuth client secret of that project; never logged or shown."
+    )
+    google_base_url: str = Field(
+        "",
+        description="Replaces scheme and host of every Google endpoint, keeping the real paths "
+        "(for a stand-in in tests); empty: Google's own hosts.",
+    )
     # -- bounce intake (postway bounce-server, or `serve --bounce-port`) --
     bounce_max_bytes: int = Field(
         10 * 1024 * 1024,
