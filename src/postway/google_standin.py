@@ -977,11 +977,11 @@ async def _list(request: Request) -> Response:
         start = int(request.query_params.get("pageToken") or 0)
         with state._lock:
             now = state.clock()
-            found = [
-                m
-                for m in sorted(account.mailbox, key=lambda m: m.internal_date, reverse=True)
-                if _matches(q, m, now)
-            ]
+            order = sorted(
+                enumerate(account.mailbox), key=lambda im: (im[1].internal_date, im[0])
+            )
+            newest_first = reversed(order)
+            found = [m for _, m in newest_first if _matches(q, m, now)]
     except _BadQuery as e:
         return _api_error(400, "invalidArgument", f"Invalid search query (stand-in): {e}")
     except ValueError:
