@@ -88,6 +88,8 @@ async def test_requests_without_valid_token_are_refused(env):
         ("PUT", "/api/v1/delivery-channel"),
         ("PUT", "/api/v1/team/delivery-channel"),
         ("POST", "/api/v1/delivery-channel/smtp/test"),
+        ("GET", "/api/v1/delivery-channel/gmail/connect"),
+        ("DELETE", "/api/v1/delivery-channel/gmail"),
         ("POST", "/api/v1/messages"),
         ("POST", "/api/v1/messages/batch"),
         ("GET", "/api/v1/messages"),

@@ -206,20 +206,23 @@ async def start_flow(
     return state
 
 
-async def take_flow(
-    db: AsyncSession, box: SecretBox, *, state: str, provider: str, session_token: str | None
-) -> StartedFlow:
-    """The flow `state` names, used up by this call (single use, even when refused here).
-
-    Refused (NotFound, one message for every case so a guess learns nothing) when unknown,
-    used, expired, for another provider, or started from a browser session other than the
-    one finishing it."""
-    refused = NotFound(
+def flow_refused() -> NotFound:
+    """One message for every refused callback, so a guess learns nothing."""
+    return NotFound(
         "this connect link is unknown, used or expired (links last 10 minutes); "
         "start connecting again"
     )
+
+
+async def take_flow(
+    db: AsyncSession, box: SecretBox, *, state: str, provider: str, session_token: str | None
+) -> StartedFlow | None:
+    """The flow `state` names, used up by this call (single use, even when refused), or
+    None when refused: unknown, used, expired, for another provider, or started from a
+    browser session other than the one finishing it. The caller commits, then raises
+    `flow_refused()` for None (raising inside the transaction would undo the use)."""
     if not state or len(state) > 200:
-        raise refused
+        return None
     deleted = await db.execute(
         delete(OAuthState)
         .where(OAuthState.state_hash == token_hash(state))
@@ -227,11 +230,11 @@ async def take_flow(
     )
     row = deleted.scalars().first()
     if row is None or row.provider != provider or row.expires_at <= utcnow():
-        raise refused
+        return None
     if row.session_hash is not None and (
         session_token is None or token_hash(session_token) != row.session_hash
     ):
-        raise refused
+        return None
     return StartedFlow(
         row.user_id, row.org_id, box.decrypt(row.verifier_enc), row.bounce_scanning, row.replace
     )

@@ -25,6 +25,7 @@ from postway.store.models import Delivery, Message, Organisation, Suppression, u
 from postway.web import verification
 from postway.web.channel_choice import check_relay, current_channel, save_channel
 from postway.web.deps import Admin, Caller, RuntimeDep
+from postway.web.gmail_view import from_by_channel, gmail_account_out
 from postway.web.openapi_doc import error_responses
 from postway.web.schemas import (
     AcceptedDelivery,
@@ -86,8 +87,12 @@ async def create_identity(body: IdentityIn, who: Caller, rt: RuntimeDep) -> Iden
     "/identities/{identity_id}", response_model=IdentityOut, responses=error_responses(404)
 )
 async def get_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> IdentityOut:
+    """One identity, with `effective_from`: the address recipients see on each channel."""
     async with rt.db.session() as s, s.begin():
-        return IdentityOut.of(await ids.get_identity(s, who, identity_id))
+        row = await ids.get_identity(s, who, identity_id)
+        out = IdentityOut.of(row)
+        out.effective_from = await from_by_channel(s, row)
+    return out
 
 
 @router.patch(
@@ -124,7 +129,8 @@ async def send_verification(identity_id: str, who: Caller, rt: RuntimeDep) -> di
 
 async def _channel_view(rt: RuntimeDep, who: Caller) -> ChannelOut:
     view = await current_channel(rt, who)
-    return ChannelOut.of(view.setting, view.source, explain(view.channel))
+    gmail = await gmail_account_out(rt, who)
+    return ChannelOut.of(view.setting, view.source, explain(view.channel), gmail)
 
 
 @router.get("/delivery-channel", response_model=ChannelOut)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from postway.channels.gmail import PROVIDER as GMAIL_PROVIDER
 from postway.channels.smtp import RelayCheck, SmtpChannel, resolve_relay
 from postway.domain.states import ChannelName
 from postway.errors import ChannelError, Conflict, InvalidInput
 from postway.runtime import Runtime
 from postway.store import channel_settings as cs
+from postway.store.accounts import account_of
 from postway.store.models import ChannelSetting
 from postway.store.users import Principal
 
@@ -45,9 +47,19 @@ async def save_channel(
     """Store a user's (or, with user_id None, the team's) channel; `smtp` is the relay as
     given by the caller, checked by `channel_settings.validate_relay`."""
     name = cs.parse_channel(channel)
-    if name is ChannelName.GMAIL:
-        raise Conflict("connect a Gmail account before choosing the gmail channel")
     async with rt.db.session() as s, s.begin():
+        if name is ChannelName.GMAIL:
+            if user_id is None:
+                raise Conflict(
+                    "the team channel cannot be a Gmail account: each rep connects their own "
+                    "and chooses it for themselves"
+                )
+            if await account_of(s, user_id, GMAIL_PROVIDER) is None:
+                raise Conflict(
+                    "connect a Gmail account before choosing the gmail channel "
+                    "(GET /api/v1/delivery-channel/gmail/connect, or Connect Gmail on the "
+                    "Delivery channel page)"
+                )
         previous = await cs.setting_row(s, org_id, user_id)
         relay = None
         if smtp is not None:

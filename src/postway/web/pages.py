@@ -20,6 +20,7 @@ from postway.store.users import Principal, end_web_session
 from postway.web import pages_settings
 from postway.web.channel_choice import current_channel
 from postway.web.deps import SESSION_COOKIE, RuntimeDep
+from postway.web.gmail_view import from_by_channel
 from postway.web.login_guard import LOGIN_COOKIE, check_login_form, log_in, login_form_token
 from postway.web.page_kit import (
     PAGE_SIZE,
@@ -250,6 +251,8 @@ async def _compose_page(
         identities = await list_identities(s, who)
         # which channel each identity would send through, so the rep sees it before sending
         channels = {i.id: (await effective_setting(s, i))[0].value for i in identities}
+        # and the From address its recipients will see on that channel (domain.sender)
+        froms = {i.id: (await from_by_channel(s, i))[channels[i.id]] for i in identities}
     return render(
         request,
         "compose.html",
@@ -259,6 +262,7 @@ async def _compose_page(
         nav="compose",
         identities=identities,
         channels=channels,
+        froms=froms,
         form=form,
         error=error,
         error_field=error_field,

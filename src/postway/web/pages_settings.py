@@ -15,6 +15,7 @@ from postway.store import identities as ids
 from postway.store.users import Principal
 from postway.web.channel_choice import check_relay, current_channel, save_channel
 from postway.web.deps import RuntimeDep
+from postway.web.gmail_view import from_by_channel, gmail_account_out
 from postway.web.page_kit import FormUser, PageUser, error_words, redirect, render
 from postway.web.verification import send_verification
 
@@ -150,6 +151,13 @@ async def _channel_page(
     who, csrf = user
     view = await current_channel(rt, who)
     own = view.setting if view.source == "user" else None
+    gmail = await gmail_account_out(rt, who)
+    async with rt.db.session() as s, s.begin():
+        # what recipients of each identity will see as From if it sends through Gmail
+        gmail_froms = [
+            (i, (await from_by_channel(s, i))[ChannelName.GMAIL.value])
+            for i in await ids.list_identities(s, who)
+        ]
     if form is None:  # the stored relay; the password is never sent back, only whether it is set
         form = {
             "host": (own.smtp_host or "") if own else "",
@@ -174,6 +182,8 @@ async def _channel_page(
         form=form,
         password_set=bool(own and own.smtp_password_enc),
         attention=view.setting.attention if view.setting else None,
+        gmail=gmail,
+        gmail_froms=gmail_froms,
         result=result,
         error=error,
         error_field=error_field,

@@ -55,6 +55,9 @@ class IdentityOut(BaseModel):
     verified: bool
     verified_at: datetime | None
     created_at: datetime
+    # The From address recipients see per channel (gmail: null while no account is
+    # connected); given by GET /identities/{id}.
+    effective_from: dict[str, str | None] | None = None
 
     @classmethod
     def of(cls, row: Identity) -> IdentityOut:
@@ -94,15 +97,35 @@ class SmtpOut(BaseModel):
     password_set: bool
 
 
+class GmailAccountOut(BaseModel):
+    """The connected Gmail account (never its tokens). `status`: connected, needs_reconnect
+    (the user must connect it again; mail waits) or paused (a Gmail quota; mail waits until
+    `paused_until`); `reason` says why in words."""
+
+    address: str
+    status: str
+    reason: str | None
+    paused_until: datetime | None
+    send_as: list[str]
+    bounce_scanning: bool
+
+
 class ChannelOut(BaseModel):
     channel: str
     source: str  # "user", "team" or "default"
     smtp: SmtpOut | None
     attention: str | None
     explanation: str
+    gmail: GmailAccountOut | None = None
 
     @classmethod
-    def of(cls, row: ChannelSetting | None, source: str, explanation: str) -> ChannelOut:
+    def of(
+        cls,
+        row: ChannelSetting | None,
+        source: str,
+        explanation: str,
+        gmail: GmailAccountOut | None = None,
+    ) -> ChannelOut:
         smtp = None
         if row is not None and row.smtp_host:
             smtp = SmtpOut(
@@ -119,6 +142,7 @@ class ChannelOut(BaseModel):
             smtp=smtp,
             attention=row.attention if row else None,
             explanation=explanation,
+            gmail=gmail,
         )
 
 
