@@ -433,7 +433,7 @@ def queue_retry(
         async with rt.db.session() as s, s.begin():
             rows = [await get_delivery(s, i) for i in delivery_ids or []]
             if all_deferred:
-                rows += await list_deliveries(s, "deferred", 1_000_000)
+                rows += await list_deliveries(s, "deferred", 1_000_000, lock=True)
             for d in rows:
                 retry_now(s, d, rt.settings, "cli")
             return len(rows)
@@ -462,7 +462,7 @@ def queue_purge(
         async with rt.db.session() as s, s.begin():
             rows = [await get_delivery(s, i) for i in delivery_ids or []]
             if state:
-                rows += await list_deliveries(s, state, 1_000_000)
+                rows += await list_deliveries(s, state, 1_000_000, lock=True)
             for d in rows:
                 purge(s, d, "cli")
             return len(rows)

@@ -34,6 +34,7 @@ from postway.bounces.model import BounceReport, BounceResult
 from postway.bounces.storage import store_bounce as store_bounce  # re-exported for callers
 from postway.config import Settings
 from postway.delivery.outcomes import add_suppression
+from postway.delivery.transitions import Bounce, Complaint, transition
 from postway.domain.states import DeliveryState
 from postway.mta.verp import parse_return_path
 from postway.store.db import Database
@@ -225,18 +226,11 @@ async def _bounce(s: AsyncSession, row: BounceMessage, r: BounceResult, d: Deliv
             row, IGNORED, error=f"duplicate of bounce {previous.detail.get('bounce_message_id')}"
         )
         return
-    was = d.state
-    d.state = DeliveryState.BOUNCED.value
-    d.reason, d.status, d.diagnostic, d.hard = reason, status, diagnostic, r.hard
-    d.remote_mta = (r.remote_mta or None) and r.remote_mta[:255]
-    d.reply_code = _reply_code(diagnostic)
-    # Final state: off the queue, and any worker still holding a lease is fenced out.
-    d.due_at, d.lease_owner, d.updated_at = None, None, utcnow()
-    append_event(
-        s, d, "bounced", source="dsn", bounce_message_id=row.id, previous_state=was,
-        reason=reason, status=status, diagnostic=diagnostic, remote_mta=d.remote_mta,
-        hard=r.hard,
+    bounce = Bounce(
+        reason, status, diagnostic, r.hard, (r.remote_mta or None) and r.remote_mta[:255],
+        _reply_code(diagnostic), {"source": "dsn", "bounce_message_id": row.id},
     )  # fmt: skip
+    transition(s, d, bounce, now=utcnow())  # final: off the queue, any lease holder fenced out
     if r.hard:
         await add_suppression(s, d, reason)
     _finish(row, PROCESSED)
@@ -251,7 +245,8 @@ async def _complaint(s: AsyncSession, row: BounceMessage, d: Delivery) -> None:
     if seen is not None:
         _finish(row, IGNORED, error="duplicate complaint: already recorded for this delivery")
         return
-    append_event(s, d, "complaint", source="feedback-loop", bounce_message_id=row.id)
+    complaint = Complaint({"source": "feedback-loop", "bounce_message_id": row.id})
+    transition(s, d, complaint, now=utcnow())
     await add_suppression(s, d, COMPLAINT_REASON)
     _finish(row, PROCESSED)
 

@@ -1,4 +1,11 @@
-"""Recording what happened: state changes, retry scheduling, events, suppressions."""
+"""Recording what happened: the retry decision, then the state change (through
+`transitions.transition`, which writes the event), suppressions and channel attention.
+
+An outcome in state DEFERRED is an attempt that failed for now, except two waits that are no
+attempt at all: reason `throttled` (the mailbox's allowance; `retry_after` is the window) and
+reason `channel-paused` / `channel-disconnected` (the account cannot send: parked until
+`retry_after` seconds from now or, without one, until released; see `transitions.Park`).
+"""
 
 from __future__ import annotations
 
@@ -14,37 +21,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postway.channels.base import Outcome
 from postway.delivery import queue
 from postway.delivery.retry import RetryPolicy, next_attempt
+from postway.delivery.transitions import (
+    PARK_REASONS,
+    Change,
+    Defer,
+    Finish,
+    Park,
+    ThrottleWait,
+    transition,
+)
 from postway.domain.states import REASON_EXPIRED, REASON_THROTTLED, DeliveryState
 from postway.metrics import Metrics
 from postway.store.db import Database
-from postway.store.events import append_event
 from postway.store.models import ChannelSetting, Delivery, DeliveryEvent, Suppression, utcnow
 
 log = logging.getLogger("postway.delivery")
 
 UNKNOWN = "unknown"
-
-
-def _apply_fields(d: Delivery, o: Outcome, now: datetime) -> None:
-    d.reason = o.reason
-    d.status = o.status
-    d.reply_code = o.reply_code
-    d.diagnostic = o.diagnostic
-    d.remote_mta = o.remote_mta
-    d.hard = o.hard
-    d.updated_at = now
-
-
-def _event_detail(d: Delivery, o: Outcome) -> dict[str, object]:
-    return {
-        "attempt": d.attempts,
-        "reason": o.reason,
-        "status": o.status,
-        "reply_code": o.reply_code,
-        "diagnostic": o.diagnostic,
-        "remote_mta": o.remote_mta,
-        **o.detail,
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +76,10 @@ async def record_outcomes(
                 continue
             if o.needs_attention and r.setting_id:
                 attention.setdefault(r.setting_id, o.needs_attention)
-            if o.state is DeliveryState.DEFERRED:
-                await _defer(s, d, o, policy, now)
-            else:
-                _finish(s, d, o, now)
-                if o.state is DeliveryState.BOUNCED and o.hard:
-                    await add_suppression(s, d, o.reason or "hard bounce")
+            change = await change_for(s, d, o, policy, now)
+            transition(s, d, change, now=now, holder=worker_id)
+            if isinstance(change, Finish) and o.state is DeliveryState.BOUNCED and o.hard:
+                await add_suppression(s, d, o.reason or "hard bounce")
             log.info(
                 "delivery %s %s",
                 d.id,
@@ -154,25 +145,18 @@ class OutcomeRecorder:
         await self._task
 
 
-def _finish(s: AsyncSession, d: Delivery, o: Outcome, now: datetime) -> None:
-    d.state = o.state.value
-    _apply_fields(d, o, now)
-    d.due_at = None
-    d.lease_owner = None
-    append_event(s, d, o.state.value, **_event_detail(d, o))
-
-
-async def _defer(
+async def change_for(
     s: AsyncSession, d: Delivery, o: Outcome, policy: RetryPolicy, now: datetime
-) -> None:
+) -> Change:
+    """The state change an attempt's outcome makes: the retry policy decides here, the write
+    happens in `transitions.transition`."""
+    if o.state is not DeliveryState.DEFERRED:
+        return Finish(o)
     if o.reason == REASON_THROTTLED:
-        # Not an attempt and not subject to the queue lifetime: the mail waits for its window.
-        d.attempts = max(d.attempts - 1, 0)
-        d.due_at = now + timedelta(seconds=o.retry_after or 0.0)
-        d.lease_owner = None
-        d.updated_at = now
-        append_event(s, d, "throttled", next_attempt_at=d.due_at.isoformat(), note=o.diagnostic)
-        return
+        return ThrottleWait(now + timedelta(seconds=o.retry_after or 0.0), o.diagnostic)
+    if o.reason in PARK_REASONS:
+        until = now + timedelta(seconds=o.retry_after) if o.retry_after is not None else None
+        return Park(o.reason, until, o.diagnostic)
     unknown = o.detail.get("outcome") == UNKNOWN
     if unknown and await _had_unknown(s, d.id):
         # Retried once already: a second blind resend risks a third copy; stop here.
@@ -182,28 +166,15 @@ async def _defer(
             "not retried again, the recipient may have received it)"
         ).strip()
         o.state = DeliveryState.FAILED
-        _finish(s, d, o, now)
-        return
+        return Finish(o)
     when = next_attempt(policy, d.attempts, now, d.expires_at, o.retry_after)
     if when is None:
         last = o.diagnostic or o.reason or "temporary failure"
         o.state = DeliveryState.FAILED
         o.reason = REASON_EXPIRED
         o.diagnostic = f"gave up after {d.attempts} attempts; last error: {last}"
-        _finish(s, d, o, now)
-        return
-    d.state = DeliveryState.DEFERRED.value
-    _apply_fields(d, o, now)
-    d.due_at = when
-    d.lease_owner = None
-    detail = _event_detail(d, o)
-    detail["next_attempt_at"] = when.isoformat()
-    if unknown:
-        detail["note"] = (
-            "the connection failed after the message was sent: it may have arrived; "
-            "it is sent once more, since a duplicate is the lesser harm than a loss"
-        )
-    append_event(s, d, "unknown-outcome" if unknown else "deferred", **detail)
+        return Finish(o)
+    return Defer(o, when, unknown=unknown)
 
 
 async def _had_unknown(s: AsyncSession, delivery_id: str) -> bool:

@@ -4,6 +4,7 @@ A claim moves `due_at` to the lease expiry and stamps `lease_owner`; results are
 where `lease_owner` still matches (fencing), so a worker that lost its lease cannot overwrite the
 work of the one that took over. On PostgreSQL claims use FOR UPDATE SKIP LOCKED, so many workers
 on many machines share one queue; on SQLite BEGIN IMMEDIATE makes the claim single-writer.
+Only the lease lives here (claim, renew); every change of state is `transitions.transition`.
 """
 
 from __future__ import annotations

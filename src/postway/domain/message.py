@@ -35,6 +35,10 @@ from postway.domain.header_render import (
     mailbox,
     unstructured,
 )
+from postway.domain.visible_recipients import (
+    restrict_visible_recipients as restrict_visible_recipients,  # one copy's To/Cc/Bcc
+)
+from postway.domain.visible_recipients import visible_recipients as visible_recipients
 from postway.errors import InvalidInput
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,3 +21,22 @@ def append_event(db: AsyncSession, delivery: Delivery, type_: str, **detail: Any
     )
     db.add(event)
     return event
+
+
+def event_row(
+    delivery_id: str,
+    org_id: str,
+    type_: str,
+    state: str,
+    detail: dict[str, Any],
+    created_at: datetime,
+) -> dict[str, Any]:
+    """One event as column values, for appending many in one INSERT (set-based changes)."""
+    return {
+        "delivery_id": delivery_id,
+        "org_id": org_id,
+        "type": type_,
+        "state": state,
+        "detail": {k: v for k, v in detail.items() if v is not None},
+        "created_at": created_at,
+    }
