@@ -1,10 +1,10 @@
 """Hostile shapes of text (runs of blank lines, quote marks, spaces, tags, addresses, encoded
 words) through every public entry point of the parser and classifier.
 
-Tests assert outcomes, never speed: each case runs in the parser pool under a 10 s limit and
-must come back as a normal result, not `BounceParseTimeout`. The inputs are 200 KB, which took
+Tests assert outcomes, never speed: each case runs in the parser pool under a 30 s limit and
+must come back as a normal result, not `BounceParseTimeout`. The inputs are 100 KB, which took
 minutes to hours with the quadratic patterns fixed here (20 KB of blank lines took 28 s), and
-take milliseconds now: the limit is a verdict on "finished", with two orders of margin.
+take well under a second now: the limit is a verdict on "finished", with a wide margin.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from postway.bounces.parse import parse_bounce
 from postway.bounces.providers import provider_reason
 from postway.domain.bounce_reasons import classify_reply, find_status, reason_for
 
-SIZE = 200_000
-LIMIT = 10.0
+SIZE = 100_000
+LIMIT = 30.0
 
 # Runs of each character class the patterns use, and the combinations that met overlapping
 # quantifiers (a ">" then spaces, blank lines, "<script" never closed, "=?" never ended, ...).
@@ -120,7 +120,7 @@ async def test_hostile_runs_finish_within_the_limit(pool: ParsePool, name: str):
 
 async def test_thousands_of_addresses_finish_within_the_limit(pool: ParsePool):
     listing = "".join(f"<user{i}@host{i % 97}.example>: 550 5.1.1 no such user\n"
-                      for i in range(20_000))
+                      for i in range(60_000))
     report = await pool.parse(_one_line("Delivery failed:\n" + listing), LIMIT)
     assert report.kind == "bounce" and len(report.results) == 1000  # the first thousand
 
