@@ -235,3 +235,28 @@ async def test_two_workers_refresh_an_expired_token_once(genv, google, tmp_path)
     assert google.state.requests_to("/messages/send")[-1].bearer == tokens[0]
     [d] = await deliveries(genv, mid)
     assert d.state == "sent"
+
+
+async def test_a_message_over_gmails_25_mb_fails_naming_the_limit(genv, google):
+    from postway.channels.base import OutboundMessage, Recipient
+    from postway.channels.gmail import GmailChannel
+    from postway.store.accounts import view_of
+
+    acct, identity = await gmail_sender(genv, "ada@acme.example", ACCOUNT)
+    mid = await send(acct, identity, to=["lead@client.example"])
+    raw = await stored_raw(genv, mid)
+    row = await account_row(genv)
+    assert row is not None
+    big = raw + (b"y" * 998 + b"\r\n") * 27_000  # 27 MB, over 25 MiB
+    channel = GmailChannel(genv.rt.new_google_api(), genv.rt.accounts, view_of(row))
+    try:
+        [outcome] = await channel.deliver(
+            OutboundMessage(
+                mid, "org", "user", ACCOUNT, big, (Recipient("d1", "lead@client.example"),)
+            )
+        )
+    finally:
+        await channel.aclose()
+    assert outcome.state.value == "failed" and outcome.reason == "mesgtoobig"
+    assert "25 MB" in (outcome.diagnostic or "")
+    assert google.state.requests_to("/messages/send") == []
