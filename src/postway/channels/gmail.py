@@ -102,6 +102,10 @@ class GmailChannel:
         self.api = api
         self.accounts = accounts
         self.account = account
+        # Set once the account was paused or must be reconnected during this client's life:
+        # later messages of the same batch park at once instead of asking Google again.
+        # (The registry builds a new client when the account's state changes.)
+        self._stopped: _Parked | None = None
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -137,14 +141,14 @@ class GmailChannel:
         thread = await self.accounts.thread_of(self.account.id, _replied_to(headers))
         message_id = (headers.get("message-id") or "").strip()
         outcomes: list[Outcome] = []
-        parked: _Parked | None = None
+        parked = self._stopped
         for group, raw in sends:
             if parked is None:
                 try:
                     outcomes.extend(await self._send(group, raw, thread, message_id))
                     continue
                 except _Parked as p:
-                    parked = p
+                    parked = self._stopped = p
             outcomes.extend(_park(group, parked))
         return outcomes
 
