@@ -8,9 +8,9 @@ import re
 import smtplib
 
 import httpx
+from integration_support import make_settings
 from web_login import web_login
 
-from conftest import make_settings
 from postway.demo import LocalInbox
 from postway.runtime import Runtime
 from postway.store.identities import mark_verified

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from integration_support import Env, make_settings
 
 from peers.google import GooglePeer
 from peers.tls import TLSPeer
@@ -20,22 +19,6 @@ from postway.web.app import create_app
 ALIAS = "sales@acme.example"
 
 
-def _integration_conftest():  # type: ignore[no-untyped-def]
-    """tests/integration/conftest.py as a module of its own name: this file is also named
-    `conftest`, so a plain import would find itself."""
-    name = "integration_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).parent.parent / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_base = _integration_conftest()
-Env, make_settings = _base.Env, _base.make_settings
 
 
 @pytest.fixture
