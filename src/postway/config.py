@@ -170,6 +170,26 @@ class Settings(BaseSettings):
         "they did (status, delivery, error) stays.",
     )
 
+    # -- bounce mailboxes of custom SMTP senders (IMAP) --
+    imap_poll_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between scans of a custom SMTP sender's IMAP bounce mailbox when "
+        "the server offers no IDLE (and the longest IDLE wait when it does).",
+    )
+    imap_timeout_seconds: float = Field(
+        30.0, gt=0, description="Seconds to connect to an IMAP bounce mailbox or wait for a reply."
+    )
+    imap_max_message_bytes: int = Field(
+        10 * 1024 * 1024,
+        description="Messages in an IMAP bounce mailbox larger than this are not fetched.",
+    )
+    imap_bounce_window_days: float = Field(
+        7.0,
+        description="Days after a message was sent through a custom relay that its bounces are "
+        "still looked for in the bounce mailbox.",
+    )
+
     # -- abuse limits: logins and confirmation mails --
     login_max_failures: int = Field(
         5, description="Failed logins for one account before it is locked for a while."

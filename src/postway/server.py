@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from sqlalchemy import func, select
 
+from postway.bounces.imap_scan import ImapBounceScanner
 from postway.config import Settings
 from postway.demo import LocalInbox, demo_banner, seed_demo
 from postway.logs import setup_logging
@@ -48,6 +49,7 @@ async def run_server(
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
     intake: BounceIntake | None = None
+    scanner: ImapBounceScanner | None = None
     try:
         if bounce_port:
             intake = await _start_intake(rt, host, bounce_port)
@@ -72,6 +74,9 @@ async def run_server(
             await _announce(rt, host, port)
         if worker:
             tasks.append(asyncio.create_task(rt.worker.run()))
+            # custom SMTP senders' bounce mailboxes (IMAP), read next to the queue
+            scanner = ImapBounceScanner(rt.db, rt.settings, rt.box)
+            tasks.append(asyncio.create_task(scanner.run()))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,6 +90,8 @@ async def run_server(
         if server is not None:
             server.should_exit = True
         rt.worker.stop() if worker else None
+        if scanner is not None:
+            scanner.stop()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 10)

@@ -173,6 +173,17 @@ class ChannelSetting(Base):
     smtp_username: Mapped[str | None] = mapped_column(String(320), nullable=True)
     smtp_password_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
     smtp_auth: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The IMAP mailbox where the relay's bounces arrive (see bounces.imap_scan); with
+    # imap_reuse_relay the relay's username and password log in.
+    imap_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    imap_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    imap_security: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    imap_username: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    imap_password_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    imap_reuse_relay: Mapped[bool] = mapped_column(Boolean, default=False)
+    imap_folder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    imap_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    imap_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attention: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -382,4 +393,24 @@ class AccountThread(Base):
     account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     message_id_header: Mapped[str] = mapped_column(String(400), primary_key=True)
     thread_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+class MailboxReport(Base):
+    """One message of a user's own mailbox that a bounce scan has read (IMAP now, Gmail
+    next), remembered so no scan reads or applies it twice. `mailbox` names the mailbox
+    (`imap://user@host:port/INBOX`), `source_id` the message in it (UIDVALIDITY:UID, a Gmail
+    id). `status`: processed (it bounced deliveries), ignored (not a bounce), unmatched (names
+    none of the user's deliveries), failed (could not be parsed)."""
+
+    __tablename__ = "mailbox_reports"
+    __table_args__ = (UniqueConstraint("user_id", "mailbox", "source_id"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    mailbox: Mapped[str] = mapped_column(String(400))
+    source_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    delivery_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from postway import __version__
 from postway.errors import PostwayError
 from postway.runtime import Runtime
-from postway.web import api, gmail_connect, inbox_pages, pages
+from postway.web import api, bounce_mailbox, gmail_connect, inbox_pages, pages
 from postway.web.body_limit import BodyLimit
 from postway.web.deps import api_gate, error_response
 from postway.web.openapi_doc import document_api
@@ -94,6 +94,7 @@ def create_app(rt: Runtime) -> FastAPI:
         return Response(rt.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api.router)
+    app.include_router(bounce_mailbox.router)
     app.include_router(gmail_connect.router)
     app.include_router(pages.router)
     if rt.inbox is not None:

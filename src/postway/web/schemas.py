@@ -330,3 +330,59 @@ class ThrottleIO(Strict):
     wait_seconds: float | None = None
     daily_cap: int | None = None
     per_minute: int | None = None
+
+class BounceMailboxIn(Strict):
+    """The IMAP mailbox where a custom SMTP relay's bounces arrive. `security`: tls (port
+    993), starttls (143) or none (only to a server on this machine). With
+    `reuse_relay_credentials` the relay's username and password log in; otherwise a missing
+    password keeps the stored one for the same host and username."""
+
+    host: str | None = Field(None, max_length=253)
+    port: int | None = None
+    security: str | None = None
+    username: str | None = Field(None, max_length=320)
+    password: str | None = Field(None, max_length=1000)
+    folder: str | None = Field(None, max_length=200)
+    reuse_relay_credentials: bool = False
+
+
+class BounceMailboxOut(BaseModel):
+    """The bounce mailbox as stored (never its password) and how its last scan went."""
+
+    configured: bool
+    host: str | None = None
+    port: int | None = None
+    security: str | None = None
+    username: str | None = None
+    folder: str | None = None
+    reuse_relay_credentials: bool = False
+    password_set: bool = False
+    last_checked_at: datetime | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, row: ChannelSetting | None) -> BounceMailboxOut:
+        if row is None or not row.imap_host:
+            return cls(configured=False)
+        return cls(
+            configured=True,
+            host=row.imap_host,
+            port=row.imap_port,
+            security=row.imap_security,
+            username=row.smtp_username if row.imap_reuse_relay else row.imap_username,
+            folder=row.imap_folder,
+            reuse_relay_credentials=row.imap_reuse_relay,
+            password_set=bool(
+                row.smtp_password_enc if row.imap_reuse_relay else row.imap_password_enc
+            ),
+            last_checked_at=row.imap_checked_at,
+            last_error=row.imap_error,
+        )
+
+
+class MailboxTestOut(BaseModel):
+    """The bounce mailbox test: `step` is resolve, connect, tls, auth, select or done."""
+
+    ok: bool
+    step: str
+    message: str
