@@ -38,7 +38,7 @@ from postway.domain.states import (
     REASON_THROTTLED,
     DeliveryState,
 )
-from postway.domain.throttle import Limits, parse_limits
+from postway.domain.throttle import Limits, limits_for
 from postway.errors import ChannelError
 from postway.metrics import Metrics
 from postway.store.db import Database
@@ -306,7 +306,7 @@ class Pipeline:
             raise RuntimeError(f"delivery points at missing message {message_id}")
         org = ctx.orgs.get(message.org_id)
         blocked = list(org.blocked_domains or []) if org else []
-        org_limits = parse_limits(org.throttle) if org and org.throttle else Limits()
+        org_limits = limits_for(org.throttle, message.channel) if org and org.throttle else Limits()
         found = ctx.routes[message_id]
         route = found if isinstance(found, Route) else None
         suppressed = ctx.suppressed.get(message.org_id, set())

@@ -40,10 +40,39 @@ class Limits:
         )
 
 
+# Channel names an organisation's settings may give limits for (domain.states.ChannelName).
+CHANNELS = ("managed", "smtp", "gmail")
+
+
+def limits_for(data: dict[str, object] | None, channel: str) -> Limits:
+    """The organisation's limits for one channel's mailboxes: the channel's own set when the
+    admin gave one (`{"channels": {"smtp": {...}}}`), else the organisation-wide set."""
+    own = ((data or {}).get("channels") or {}).get(channel)  # type: ignore[attr-defined]
+    if own:
+        return parse_limits(own)
+    return parse_limits({k: v for k, v in (data or {}).items() if k != "channels"})
+
+
 def parse_limits(data: dict[str, object] | None) -> Limits:
-    """Limits from an admin's settings; raises ValueError naming the bad field."""
+    """Limits from an admin's settings (the organisation-wide set; a `channels` object of
+    per-channel sets is checked too, see `limits_for`); raises ValueError naming the bad
+    field."""
     data = data or {}
     known = {"batch_size", "wait_seconds", "daily_cap", "per_minute"}
+    channels = data.get("channels")
+    if channels is not None:
+        if not isinstance(channels, dict):
+            raise ValueError("channels: an object of limits per channel")
+        for name, own in channels.items():
+            if name not in CHANNELS:
+                raise ValueError(f"channels: '{name}' is not one of {', '.join(CHANNELS)}")
+            if own is not None and not isinstance(own, dict):
+                raise ValueError(f"channels.{name}: an object of limits")
+            try:
+                parse_limits({k: v for k, v in (own or {}).items() if k != "channels"})
+            except ValueError as exc:
+                raise ValueError(f"channels.{name}.{exc}") from None
+        data = {k: v for k, v in data.items() if k != "channels"}
     for key in data:
         if key not in known:
             raise ValueError(f"{key}: unknown setting (use {', '.join(sorted(known))})")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postway.domain.addresses import normalize_address
-from postway.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from postway.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotFound
 from postway.security import (
     dummy_password_hash,
     hash_password,
@@ -21,6 +21,9 @@ from postway.store.models import ApiToken, Organisation, User, WebSession, utcno
 
 SESSION_LIFETIME = timedelta(days=7)
 MIN_PASSWORD = 8
+# A deactivated user's password hash is kept behind this marker: no argon2 hash starts with
+# it, so no password matches, and reactivating restores the old password unchanged.
+DEACTIVATED = "!deactivated!"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,17 +40,31 @@ def principal_of(user: User) -> Principal:
     return Principal(user.id, user.org_id, user.email, user.is_admin)
 
 
+def is_active(user: User) -> bool:
+    return not user.password_hash.startswith(DEACTIVATED)
+
+
 async def create_user(
-    db: AsyncSession, email: str, password: str, *, admin: bool = False, org_name: str | None = None
+    db: AsyncSession,
+    email: str,
+    password: str,
+    *,
+    admin: bool = False,
+    org_name: str | None = None,
+    org_id: str | None = None,
 ) -> User:
-    """Create a user; the first user (or one naming a new org) founds an organisation."""
+    """Create a user in `org_id` when given (an admin adding a colleague); otherwise the first
+    user (or one naming a new org) founds an organisation."""
     email = normalize_address(email, field="email").lower()
-    if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"password: use at least {MIN_PASSWORD} characters", field="password")
+    check_password(password)
     if await db.scalar(select(User.id).where(User.email == email)):
         raise Conflict(f"a user with the email {email} already exists")
     org = None
-    if org_name is None:
+    if org_id is not None:
+        org = await db.get(Organisation, org_id)
+        if org is None:
+            raise NotFound(f"no organisation with id {org_id}")
+    elif org_name is None:
         org = await db.scalar(select(Organisation).order_by(Organisation.created_at).limit(1))
     if org is None:
         org = Organisation(name=org_name or email.split("@", 1)[1], blocked_domains=[])
@@ -57,6 +74,15 @@ async def create_user(
     db.add(user)
     await db.flush()
     return user
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"password: use at least {MIN_PASSWORD} characters", field="password")
+
+
+async def count_users(db: AsyncSession) -> int:
+    return await db.scalar(select(func.count()).select_from(User)) or 0
 
 
 async def get_user_by_email(db: AsyncSession, email: str) -> User:
@@ -74,7 +100,9 @@ async def login_record(db: AsyncSession, email: str) -> tuple[str, str] | None:
             select(User.id, User.password_hash).where(User.email == email.strip().lower())
         )
     ).first()
-    return (row[0], row[1]) if row is not None else None
+    if row is None or row[1].startswith(DEACTIVATED):
+        return None  # verified against the dummy hash like an unknown email
+    return (row[0], row[1])
 
 
 def password_matches(stored_hash: str | None, password: str) -> bool:
@@ -112,6 +140,8 @@ async def user_for_token(db: AsyncSession, token: str) -> User:
     user = await db.get(User, row.user_id)
     if user is None:
         raise AuthenticationFailed("the bearer token's user no longer exists")
+    if not is_active(user):
+        raise AuthenticationFailed("the bearer token's user is deactivated")
     row.last_used_at = now
     return user
 
@@ -159,7 +189,7 @@ async def user_for_session(db: AsyncSession, token: str) -> tuple[User, str]:
     if row is None or row.expires_at < utcnow():
         raise AuthenticationFailed("please log in")
     user = await db.get(User, row.user_id)
-    if user is None:
+    if user is None or not is_active(user):
         raise AuthenticationFailed("please log in")
     return user, row.csrf_token
 
@@ -168,3 +198,96 @@ async def end_web_session(db: AsyncSession, token: str) -> None:
     row = await db.scalar(select(WebSession).where(WebSession.token_hash == token_hash(token)))
     if row is not None:
         await db.delete(row)
+
+
+# --- administering an organisation's users (web admin pages) ---------------------------------
+
+
+async def list_users(db: AsyncSession, org_id: str) -> list[User]:
+    rows = await db.scalars(select(User).where(User.org_id == org_id).order_by(User.email))
+    return list(rows)
+
+
+async def org_user(db: AsyncSession, org_id: str, user_id: str) -> User:
+    """A user of the organisation, row-locked for a change; another organisation's user is
+    reported as not found, never revealed."""
+    user = await db.get(User, user_id, with_for_update=True)
+    if user is None or user.org_id != org_id:
+        raise NotFound(f"no user with id {user_id}")
+    return user
+
+
+async def _other_active_admins(db: AsyncSession, user: User) -> int:
+    rows = await db.scalars(
+        select(User.password_hash).where(
+            User.org_id == user.org_id, User.is_admin.is_(True), User.id != user.id
+        )
+    )
+    return sum(1 for h in rows if not h.startswith(DEACTIVATED))
+
+
+async def set_role(db: AsyncSession, org_id: str, user_id: str, *, admin: bool) -> User:
+    """Make a user an administrator or a member. The organisation keeps at least one active
+    administrator: the last one cannot be made a member (Conflict)."""
+    user = await org_user(db, org_id, user_id)
+    if user.is_admin and not admin and not await _other_active_admins(db, user):
+        raise Conflict(f"{user.email} is the only administrator; make someone else one first")
+    user.is_admin = admin
+    await db.flush()
+    return user
+
+
+async def _end_sessions(db: AsyncSession, user_id: str) -> None:
+    await db.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
+async def deactivate_user(db: AsyncSession, org_id: str, user_id: str, by_user_id: str) -> User:
+    """Stop a user from logging in or using the API: the password stops matching, web
+    sessions end and API tokens are revoked (a token made later is refused too, see
+    `user_for_token`). Mail already accepted for them is still delivered. An administrator
+    cannot deactivate themselves (Forbidden)."""
+    user = await org_user(db, org_id, user_id)
+    if user.id == by_user_id:
+        raise Forbidden("you cannot deactivate yourself; ask another administrator")
+    if is_active(user):
+        user.password_hash = DEACTIVATED + user.password_hash
+    await _end_sessions(db, user.id)
+    await db.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    await db.flush()
+    return user
+
+
+async def reactivate_user(db: AsyncSession, org_id: str, user_id: str) -> User:
+    """Let a deactivated user log in again with their old password (tokens stay revoked)."""
+    user = await org_user(db, org_id, user_id)
+    user.password_hash = user.password_hash.removeprefix(DEACTIVATED)
+    await db.flush()
+    return user
+
+
+def random_password() -> str:
+    """20 URL-safe random characters (about 120 bits)."""
+    return new_token("pw").removeprefix("pw_")[:20]
+
+
+def new_password() -> tuple[str, str]:
+    """(a random password, its argon2 hash). Blocking: run it in a thread, outside any
+    transaction."""
+    password = random_password()
+    return password, hash_password(password)
+
+
+async def reset_password(db: AsyncSession, org_id: str, user_id: str, password_hash: str) -> User:
+    """Replace a user's password (the administrator shows the new one once; only its hash
+    is kept) and end their web sessions; API tokens are separate credentials and stay."""
+    user = await org_user(db, org_id, user_id)
+    if not is_active(user):
+        raise Conflict(f"{user.email} is deactivated; reactivate them first")
+    user.password_hash = password_hash
+    await _end_sessions(db, user.id)
+    await db.flush()
+    return user

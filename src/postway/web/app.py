@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from postway import __version__
 from postway.errors import PostwayError
 from postway.runtime import Runtime
-from postway.web import api, bounce_mailbox, gmail_connect, inbox_pages, pages
+from postway.web import admin_pages, api, bounce_mailbox, gmail_connect, inbox_pages, pages
 from postway.web.body_limit import BodyLimit
 from postway.web.deps import api_gate, error_response
 from postway.web.openapi_doc import document_api
@@ -97,6 +97,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(bounce_mailbox.router)
     app.include_router(gmail_connect.router)
     app.include_router(pages.router)
+    app.include_router(admin_pages.router)
     if rt.inbox is not None:
         app.include_router(inbox_pages.router)
     document_api(app)

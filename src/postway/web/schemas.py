@@ -322,14 +322,21 @@ class BlockedDomainsIn(Strict):
     domains: list[str]
 
 
-class ThrottleIO(Strict):
-    """Per-mailbox limits: `batch_size` sends, then a pause of `wait_seconds`; caps per day
-    and per minute. Omitted fields mean no limit of that kind."""
+class ThrottleLimits(Strict):
+    """One set of per-mailbox limits; omitted fields mean no limit of that kind."""
 
     batch_size: int | None = None
     wait_seconds: float | None = None
     daily_cap: int | None = None
     per_minute: int | None = None
+
+
+class ThrottleIO(ThrottleLimits):
+    """Per-mailbox limits: `batch_size` sends, then a pause of `wait_seconds`; caps per day
+    and per minute. Omitted fields mean no limit of that kind. `channels` gives a channel
+    (`managed`, `smtp`, `gmail`) its own set, used instead of these for its mailboxes."""
+
+    channels: dict[str, ThrottleLimits] | None = None
 
 class BounceMailboxIn(Strict):
     """The IMAP mailbox where a custom SMTP relay's bounces arrive. `security`: tls (port
