@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -48,6 +48,29 @@ class Server:
     log: Path
     user_email: str = USER_EMAIL
     rejected: str = REJECTED  # the recipient the relay refuses with REJECTION
+    env: dict[str, str] = field(default_factory=dict)
+
+    def sender(self, email: str, *, admin: bool = False) -> str:
+        """A new user (password USER_PASSWORD) with one verified identity at `email` on the
+        managed channel, whose mail the transport routes to the relay; returns its API token."""
+        run = [*_postway(), "user", "create", email, "--password-stdin"]
+        self.cli([*run, "--admin"] if admin else run, stdin=USER_PASSWORD + "\n")
+        token = self.cli([*_postway(), "token", "create", email]).strip().splitlines()[-1]
+        answer = httpx.post(
+            f"{self.url}/api/v1/identities",
+            json={"name": email.split("@")[0].title(), "email": email},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+        self.cli([*_postway(), "identity", "verify", email])
+        return token
+
+    def cli(self, args: list[str], stdin: str | None = None) -> str:
+        done = subprocess.run(
+            args, input=stdin, env=self.env, check=True, capture_output=True, text=True, timeout=60
+        )
+        return done.stdout
 
     def wait_for_mail(self, rcpt: str, timeout: float = 20.0) -> bytes:
         """The content of the first mail the relay accepted for `rcpt`."""
@@ -94,6 +117,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, relay: ScriptedSMTPServer) 
         POSTWAY_WORKER_POLL_SECONDS="0.2",
         POSTWAY_SMTP_CONNECT_TIMEOUT="5",
         POSTWAY_SMTP_COMMAND_TIMEOUT="10",
+        # deferred mail is tried again within seconds (the live-status scenario waits for it)
+        POSTWAY_RETRY_BASE_SECONDS="1",
+        POSTWAY_RETRY_MAX_SECONDS="2",
     )
     subprocess.run(
         [*_postway(), "user", "create", USER_EMAIL, "--password-stdin"],
@@ -113,7 +139,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, relay: ScriptedSMTPServer) 
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    srv = Server(url, relay, log)
+    srv = Server(url, relay, log, env=env)
     try:
         _wait_until_up(proc, url, srv)
         yield srv

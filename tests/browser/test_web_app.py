@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from postway.web.page_kit import reason_words, sentence
+
 pytestmark = pytest.mark.browser
 
 Shot = Callable[[Page, str], Path]
@@ -153,14 +155,15 @@ def test_send_through_an_smtp_relay_and_find_the_failure(
     expect(conversations).to_contain_text(rejected)
     expect(page.locator(".tabs .count")).to_have_text("1")
     shot(page, "conversations")
-    page.get_by_role("tab", name=re.compile("Failed Deliveries")).click()
+    page.get_by_role("link", name=re.compile("Failed Deliveries")).click()
     expect(page).to_have_url(re.compile(r"tab=failed"))
     failure = page.locator("tr.failure")
     expect(failure).to_have_count(1)
     expect(failure).to_contain_text(rejected)
     expect(failure).to_contain_text("Pricing for next quarter")
     expect(failure).to_contain_text("userunknown")
-    expect(failure).to_contain_text("the mailbox does not exist")
+    # the reason in plain words (the pages' own sentence for it), then the code and the server
+    expect(failure.locator(".plain")).to_have_text(sentence(reason_words("userunknown")))
     expect(failure).to_contain_text("5.1.1")
     expect(failure).to_contain_text("Recipient address rejected: User unknown")
     shot(page, "failed-deliveries")

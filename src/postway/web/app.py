@@ -18,6 +18,7 @@ from postway.web import admin_pages, api, bounce_mailbox, gmail_connect, inbox_p
 from postway.web.body_limit import BodyLimit
 from postway.web.deps import api_gate, error_response
 from postway.web.openapi_doc import document_api
+from postway.web.security_headers import DOCS_PATHS, SecurityHeaders
 
 LOOPBACK = {"127.0.0.1", "::1"}
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
@@ -44,6 +45,8 @@ def create_app(rt: Runtime) -> FastAPI:
     body_limit = int(rt.settings.max_message_bytes * 1.4) + 1024 * 1024
     # outermost of the app's own layers: nothing reads a body before it is counted
     app.add_middleware(BodyLimit, limit=body_limit, gate=api_gate(rt))
+    # added last, so outermost: even a 413 from BodyLimit carries the headers
+    app.add_middleware(SecurityHeaders, docs_paths=DOCS_PATHS if demo else ())
 
     @app.exception_handler(PostwayError)
     async def on_error(request: Request, exc: PostwayError) -> Response:

@@ -24,16 +24,10 @@ PageUser = Annotated[tuple[Principal, str], Depends(page_caller)]
 NOTICE_COOKIE = "postway_notice"
 PAGE_SIZE = 25
 
-# Pages load only their own CSS and JS; inline script is never needed, so it is never allowed.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    # pages show a user's mail and settings: no copy in the browser's or a proxy's cache
-    "Cache-Control": "no-store",
-}
+# The Content-Security-Policy and the other security headers are added to every response by
+# `security_headers`; pages add only this: they show a user's mail and settings, so no copy
+# is kept in the browser's or a proxy's cache.
+PAGE_HEADERS = {"Cache-Control": "no-store"}
 
 STATE_WORDS = {
     "queued": ("Queued", "waiting for its first attempt"),
@@ -134,8 +128,18 @@ def reason_words(reason: str | None) -> str:
     return REASON_WORDS.get(reason or "", "") if reason else ""
 
 
+def sentence(words: str) -> str:
+    """Words as a sentence: first letter capital, a full stop at the end."""
+    words = words.strip()
+    if not words:
+        return ""
+    words = words[0].upper() + words[1:]
+    return words if words[-1] in ".!?" else words + "."
+
+
 templates.env.filters["when"] = when
 templates.env.filters["reason_words"] = reason_words
+templates.env.filters["sentence"] = sentence
 templates.env.globals["STATE_WORDS"] = STATE_WORDS
 # short channel names for lists and menus (the guide's titles mark the default)
 templates.env.globals["CHANNEL_NAMES"] = {
@@ -150,9 +154,17 @@ def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLRe
     rt = getattr(request.app.state, "runtime", None)
     ctx.setdefault("demo_inbox", getattr(rt, "inbox", None) is not None)
     resp = templates.TemplateResponse(request, name, ctx, status_code=status)
-    resp.headers.update(SECURITY_HEADERS)
+    resp.headers.update(PAGE_HEADERS)
     if notice:
         resp.delete_cookie(NOTICE_COOKIE)
+    return resp
+
+
+def render_fragment(request: Request, name: str, **ctx: Any) -> HTMLResponse:
+    """A part of a page (polled by `static/app.js`): no layout, and the one-shot notice is
+    left for the next full page."""
+    resp = templates.TemplateResponse(request, name, ctx)
+    resp.headers.update(PAGE_HEADERS)
     return resp
 
 

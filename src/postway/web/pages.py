@@ -1,6 +1,7 @@
 """Server-rendered web pages (Jinja2): login, the identity confirmation link, conversations,
-failed deliveries, a message's history, and compose. Identities and the delivery channel
-live in `pages_settings`; shared plumbing in `page_kit`."""
+a message's history, and compose. Identities and the delivery channel live in
+`pages_settings`, the Failed Deliveries tab in `pages_failed`, the parts that update
+themselves in `pages_live`; shared plumbing in `page_kit`."""
 
 from __future__ import annotations
 
@@ -12,23 +13,29 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from postway.delivery.submit import SendRequest, accept_message
-from postway.errors import AuthenticationFailed, Forbidden, NotFound, PostwayError, RateLimited
+from postway.errors import (
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PostwayError,
+    RateLimited,
+)
 from postway.store import messages as msgs
 from postway.store.channel_settings import effective_setting
+from postway.store.failures import FailureFilter
 from postway.store.identities import confirm_verification, list_identities
 from postway.store.users import Principal, end_web_session
-from postway.web import pages_settings
+from postway.web import pages_failed, pages_live, pages_settings
 from postway.web.channel_choice import current_channel
 from postway.web.deps import SESSION_COOKIE, RuntimeDep
 from postway.web.gmail_view import from_by_channel
 from postway.web.login_guard import LOGIN_COOKIE, check_login_form, log_in, login_form_token
 from postway.web.page_kit import (
-    PAGE_SIZE,
     FormUser,
     PageUser,
     error_words,
     page_number,
-    pages_of,
     redirect,
     render,
     split_addresses,
@@ -37,6 +44,7 @@ from postway.web.page_kit import (
 STATIC = Path(__file__).parent / "static"
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 router = APIRouter(include_in_schema=False)
+_PAGE_STATUS = ((NotFound, 404), (Forbidden, 403), (Conflict, 409))
 
 __all__ = ["error_page", "render", "router"]
 
@@ -48,7 +56,7 @@ async def error_page(request: Request, exc: PostwayError) -> Response:
         page = render(request, "error.html", status=429, message=str(exc))
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
-    status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, Forbidden) else 400
+    status = next((code for kind, code in _PAGE_STATUS if isinstance(exc, kind)), 400)
     return render(request, "error.html", status=status, message=str(exc))
 
 
@@ -157,21 +165,22 @@ async def home(user: PageUser) -> RedirectResponse:
 
 @router.get("/conversations", response_class=HTMLResponse)
 async def conversations(
-    request: Request, user: PageUser, rt: RuntimeDep, tab: str = "", page: str = ""
+    request: Request,
+    user: PageUser,
+    rt: RuntimeDep,
+    tab: str = "",
+    page: str = "",
+    state: str = "",
+    reason: str = "",
+    channel: str = "",
+    q: str = "",
 ) -> HTMLResponse:
     who, csrf = user
     number = page_number(page)
-    offset = (number - 1) * PAGE_SIZE
-    failed_tab = tab == "failed"
-    async with rt.db.session() as s, s.begin():
-        if failed_tab:
-            failures, total = await msgs.failed_deliveries(s, who, PAGE_SIZE, offset)
-            failed_total = total
-            rows: list[dict[str, object]] = []
-        else:
-            rows, total = await msgs.conversations(s, who, PAGE_SIZE, offset)
-            failures = []
-            _, failed_total = await msgs.failed_deliveries(s, who, 1, 0)
+    if tab == "failed":
+        filters = FailureFilter(state=state, reason=reason, channel=channel, address=q)
+        return await pages_failed.failed_tab(request, rt, who, csrf, number, filters)
+    ctx = await pages_live.conversations_context(rt, who, number)
     view = await current_channel(rt, who)
     return render(
         request,
@@ -179,14 +188,8 @@ async def conversations(
         who=who,
         csrf=csrf,
         nav="conversations",
-        tab="failed" if failed_tab else "all",
-        rows=rows,
-        failures=failures,
-        total=total,
-        failed_total=failed_total,
-        page=number,
-        pages=pages_of(total),
         attention=view.setting.attention if view.setting else None,
+        **ctx,
     )
 
 
@@ -213,24 +216,8 @@ async def message(
     request: Request, message_id: str, user: PageUser, rt: RuntimeDep
 ) -> HTMLResponse:
     who, csrf = user
-    async with rt.db.session() as s, s.begin():
-        m = await msgs.get_message(s, who, message_id)
-        deliveries = await msgs.deliveries_of(s, m.id)
-        events = await msgs.events_of(s, [d.id for d in deliveries])
-    pending = any(d.state in ("queued", "deferred") for d in deliveries)
-    return render(
-        request,
-        "message.html",
-        who=who,
-        csrf=csrf,
-        nav="conversations",
-        m=m,
-        deliveries=deliveries,
-        events=events,
-        # reload while the first attempt is under way; deferred mail may wait for hours
-        refresh=any(d.state == "queued" for d in deliveries),
-        pending=pending,
-    )
+    ctx = await pages_live.message_context(rt, who, message_id)
+    return render(request, "message.html", who=who, csrf=csrf, nav="conversations", **ctx)
 
 
 # --- compose --------------------------------------------------------------------------------
@@ -325,3 +312,5 @@ async def compose(
 
 
 router.include_router(pages_settings.router)
+router.include_router(pages_failed.router)
+router.include_router(pages_live.router)
