@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
@@ -22,6 +22,24 @@ class _QueueDepth(Collector):
         for state, count in sorted(self._snapshot().items()):
             g.add_metric([state], count)
         yield g
+
+
+class _BounceParserExceptions(Collector):
+    """Exceptions the bounce parser's safety net caught, by type, read at scrape time from the
+    process-wide count in postway.bounces.parse (the parse runs in worker processes, whose
+    counts come back with each report)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        from postway.bounces.parse import parser_exceptions
+
+        c = CounterMetricFamily(
+            "postway_bounce_parser_exceptions",
+            "Exceptions inside the bounce parser caught by its safety net (a parser bug)",
+            labels=["type"],
+        )
+        for name, count in sorted(parser_exceptions().items()):
+            c.add_metric([name], count)
+        yield c
 
 
 class Metrics:
@@ -53,6 +71,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_QueueDepth(lambda: self.queue_snapshot))
+        self.registry.register(_BounceParserExceptions())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from email.message import Message
 
 from postway.bounces.mime import header
+from postway.domain.bounce_rules import Decision
 
 # PowerMTA's bounce categories (its documented acct-file classification).
 _POWERMTA: dict[str, str] = {
@@ -35,44 +36,48 @@ _MICROSOFT_CODES: dict[str, str] = {
     "5.4.300": "expired", "5.4.316": "expired", "4.4.316": "expired", "5.4.14": "networkerror",
     "5.7.509": "authfailure", "5.7.515": "authfailure", "5.7.23": "authfailure",
     "5.7.511": "blocked", "5.7.606": "blocked", "5.7.513": "blocked", "5.2.2": "mailboxfull",
-    "5.2.3": "mesgtoobig", "5.3.4": "mesgtoobig", "5.4.1": "norelaying",
+    "5.2.3": "exceedlimit", "5.3.4": "mesgtoobig", "5.4.1": "norelaying",
     "5.7.54": "norelaying", "5.7.57": "securityerror", "5.7.708": "blocked",
     "5.7.750": "blocked", "5.7.133": "rejected", "5.7.134": "rejected", "5.7.13": "suspend",
 }
+# 5.2.3 RESOLVER.RST.RecipSizeLimit is the recipient's administrative limit (RFC 3463 X.2.3);
+# 5.7.606-5.7.649 "Access denied, banned sending IP [x.x.x.x]" is the whole documented range.
+_MICROSOFT_CODES.update({f"5.7.{n}": "blocked" for n in range(606, 650)})
 _MICROSOFT_SIGN_RE = re.compile(
     r"resolver\.adr\.|resolver\.rst\.|routing\.\w|diagnostic information for administrators"
     r"|generating server:|\bnamprd\d|\.prod\.outlook\.com", re.IGNORECASE)
 
 # Fixed sentences one product prints for one condition.
-_PRODUCT_SENTENCES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Exchange 2000/2003 IMS: "MSEXCH:IMS:... (000C05A6) Unknown Recipient".
+_PRODUCT_SENTENCES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"\(000c05a6\) unknown recipient|the recipient name is not recognized"),
-     "userunknown"),
-    (re.compile(r"\(000b099c\) host unknown"), "hostunknown"),
-    # Lotus Notes/Domino.
+     "userunknown", "Exchange 2000/2003 IMS NDR texts: (000C05A6) Unknown Recipient"),
+    (re.compile(r"\(000b099c\) host unknown"), "hostunknown",
+     "Exchange 2000/2003 IMS NDR texts: (000B099C) Host Unknown"),
     (re.compile(r"not listed in (?:the )?(?:domino directory|public name & address book)"),
-     "userunknown"),
-    # Ipswitch IMail.
-    (re.compile(r"^unknown user: |invalid final delivery userid", re.MULTILINE), "userunknown"),
-    (re.compile(r"user mailbox exceeds allowed size"), "mailboxfull"),
-    # Verizon's MMS gateway (MMSC) for a number with no handset behind it.
-    (re.compile(r"no valid recipients for this mm\b"), "userunknown"),
-    # Trend Micro InterScan.
-    (re.compile(r"please check if address is correct"), "userunknown"),
-    # au (EZweb): recipients refused by the handset's reception filter.
+     "userunknown", "IBM Lotus Domino delivery failure reports: user not listed in the "
+     "Domino Directory"),
+    (re.compile(r"^unknown user: |invalid final delivery userid", re.MULTILINE), "userunknown",
+     "Ipswitch IMail Server delivery failure texts"),
+    (re.compile(r"user mailbox exceeds allowed size"), "mailboxfull",
+     "Ipswitch IMail Server delivery failure texts"),
+    (re.compile(r"no valid recipients for this mm\b"), "userunknown",
+     "Verizon MMS gateway (MMSC) error for a number with no handset"),
+    (re.compile(r"please check if address is correct"), "userunknown",
+     "Trend Micro InterScan MSS delivery failure text"),
     (re.compile(r"each of the following recipients was rejected by a remote mail server"),
-     "filtered"),
+     "filtered", "au (KDDI EZweb) reception-filter notice"),
 )
 
 
 # qmail-remote's own sentences (its trailer "this message has been in the queue too long" only
 # says qmail stopped retrying; the sentence before it is the cause). Only for qmail's reports.
-_QMAIL_SENTENCES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"wasn't able to establish an smtp connection"), "networkerror"),
-    (re.compile(r"unable to contact ldap server"), "systemerror"),
-    (re.compile(r"connected to .{1,80} but my name was rejected"), "blocked"),
-    (re.compile(r"couldn't find any host named"), "hostunknown"),
-    (re.compile(r"couldn't find a mail exchanger or ip address"), "notaccept"),  # no MX, no A
+_QMAIL_SRC = "qmail-remote(8) / qmail-send bounce texts"
+_QMAIL_SENTENCES: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (re.compile(r"wasn't able to establish an smtp connection"), "networkerror", _QMAIL_SRC),
+    (re.compile(r"unable to contact ldap server"), "systemerror", "qmail-ldap bounce texts"),
+    (re.compile(r"connected to .{1,80} but my name was rejected"), "blocked", _QMAIL_SRC),
+    (re.compile(r"couldn't find any host named"), "hostunknown", _QMAIL_SRC),
+    (re.compile(r"couldn't find a mail exchanger or ip address"), "notaccept", _QMAIL_SRC),
 )
 _QMAIL_RE = re.compile(r"this is the qmail-send program|\(qmail \d+ invoked for bounce\)",
                        re.IGNORECASE)
@@ -107,15 +112,29 @@ def report_signs(msg: Message, body: str) -> ReportSigns:
         microsoft_ndr_header=bool(header(msg, "X-MS-Exchange-Message-Is-Ndr")),
         qmail=bool(_QMAIL_RE.search(text) or _QMAIL_RE.search(received)
                    or "invoked for bounce" in received),
-        sentences=tuple(bool(p.search(low)) for p, _ in _PRODUCT_SENTENCES + _QMAIL_SENTENCES),
+        sentences=tuple(bool(p.search(low)) for p, _, _ in _PRODUCT_SENTENCES + _QMAIL_SENTENCES),
     )
+
+
+_POWERMTA_SRC = ("PowerMTA User's Guide: bounce categories (X-PowerMTA-BounceCategory, "
+                 "acct bounceCat)")
+_MICROSOFT_SRC = "Microsoft Learn: Email non-delivery reports and SMTP errors in Exchange Online"
 
 
 def engine_reason(
     msg: Message, diagnostic: str, status: str | None, body: str,
     signs: ReportSigns | None = None,
 ) -> str:
-    """The reason the sending system itself states, or "".
+    """The reason the sending system itself states, or "" (see `engine_decision`)."""
+    found = engine_decision(msg, diagnostic, status, body, signs)
+    return found.reason if found else ""
+
+
+def engine_decision(
+    msg: Message, diagnostic: str, status: str | None, body: str,
+    signs: ReportSigns | None = None,
+) -> Decision | None:
+    """The reason the sending system itself states, with the label it stated it by, or None.
 
     `signs` are `report_signs(msg, body)`, passed in when one report is asked about many
     recipients."""
@@ -124,18 +143,20 @@ def engine_reason(
     m = _POWERMTA_RE.search(diagnostic)
     category = m.group(1).strip().lower() if m else signs.powermta
     if category in _POWERMTA:
-        return _POWERMTA[category]
+        return Decision(_POWERMTA[category], "engine.powermta-category", _POWERMTA_SRC,
+                        f"X-PowerMTA-BounceCategory: {category}")
     if status in _MICROSOFT_CODES and (
             _MICROSOFT_SIGN_RE.search(diagnostic) or signs.microsoft_sign
             or signs.microsoft_ndr_header or _is_extended(status)):
-        return _MICROSOFT_CODES[status]
+        return Decision(_MICROSOFT_CODES[status], "engine.microsoft-ndr-code", _MICROSOFT_SRC,
+                        f"status {status} in an Exchange/Microsoft 365 report")
     low = diagnostic.lower()
     qmail = signs.qmail or bool(_QMAIL_RE.search(diagnostic))
     sentences = _PRODUCT_SENTENCES + (_QMAIL_SENTENCES if qmail else ())
-    for (pattern, reason), in_report in zip(sentences, signs.sentences, strict=False):
+    for (pattern, reason, source), in_report in zip(sentences, signs.sentences, strict=False):
         if in_report or pattern.search(low):
-            return reason
-    return ""
+            return Decision(reason, "engine.product-sentence", source, pattern.pattern[:80])
+    return None
 
 
 def _is_extended(status: str) -> bool:

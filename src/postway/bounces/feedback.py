@@ -19,9 +19,17 @@ _DAEMON_RE = re.compile(r"mailer-daemon|postmaster|mail delivery (?:system|subsy
 _COMPLAINT_SUBJECT_RE = re.compile(r"complaint about message|abuse report", re.I)
 
 
-def _feedback(recipients: list[str | None]) -> BounceReport:
+_ARF_SOURCE = ("RFC 5965 (Abuse Reporting Format: message/feedback-report), Microsoft JMRP, "
+               "Amazon SES complaint notifications")
+# A feedback report whose parts were flattened or re-wrapped still carries its fields.
+_FEEDBACK_FIELD_RE = re.compile(r"^feedback-type:[ \t]*(?:abuse|fraud|virus|other|not-spam)\b",
+                                re.IGNORECASE | re.MULTILINE)
+
+
+def _feedback(recipients: list[str | None], evidence: str = "a feedback report") -> BounceReport:
     return BounceReport("feedback", [
-        BounceResult(recipient=r, status=None, reason="feedback", hard=False, action="complaint")
+        BounceResult(recipient=r, status=None, reason="feedback", hard=False, action="complaint",
+                     rule="report.feedback", rule_source=_ARF_SOURCE, evidence=evidence)
         for r in recipients or [None]
     ])
 
@@ -34,8 +42,16 @@ def parse_arf(msg: Message) -> BounceReport | None:
             report = part
             break
     is_jmrp = report is None and bool(_COMPLAINT_SUBJECT_RE.search(header(msg, "Subject")))
+    flattened = False
     if report is None and not is_jmrp:
-        return None
+        # RFC 6650/5965: report-type=feedback-report names it even when the part is missing or
+        # was re-wrapped as text; a "Feedback-Type:" field at a line start says the same.
+        declared = "feedback-report" in header(msg, "Content-Type").lower()
+        if not declared and not _has_feedback_field(msg):
+            return None
+        flattened = True
+    if flattened:
+        report = None
     recipients: list[str | None] = []
     if report is not None:
         text = _report_text(report)
@@ -53,6 +69,14 @@ def parse_arf(msg: Message) -> BounceReport | None:
                     recipients.append(address)
                     break
     return _feedback(recipients)
+
+
+def _has_feedback_field(msg: Message) -> bool:
+    for part in walk(msg):
+        if content_type(part).startswith("text/") and _FEEDBACK_FIELD_RE.search(
+                part_text(part)[:20_000]):
+            return True
+    return False
 
 
 def _report_text(part: Message) -> str:
@@ -110,9 +134,12 @@ def _ses_result(fields: dict[str, str], permanent: bool, classify) -> BounceResu
     diagnostic = fields.get("diagnosticCode", "")
     diagnostic = diagnostic.split(";", 1)[1].strip() if ";" in diagnostic[:10] else diagnostic
     c = classify(None, fields.get("status") or None, diagnostic)
+    d = c.decision
     return BounceResult(recipient=fields.get("emailAddress", "").lower() or None, status=c.status,
                         reason=c.reason, hard=c.hard, diagnostic=diagnostic,
-                        action=fields.get("action") or ("failed" if permanent else "delayed"))
+                        action=fields.get("action") or ("failed" if permanent else "delayed"),
+                        rule=d.rule if d else None, rule_source=d.source if d else None,
+                        evidence=d.evidence if d else None)
 
 
 def _section(text: str, key: str) -> str:

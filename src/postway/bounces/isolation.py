@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.process import BaseProcess
 
 from postway.bounces.model import BounceReport, BounceResult
-from postway.bounces.parse import parse_bounce
+from postway.bounces.parse import note_parser_exception, parse_bounce
 from postway.errors import PostwayError
 
 Parser = Callable[[bytes], BounceReport]
@@ -64,7 +64,10 @@ def _report_from(data: bytes) -> BounceReport:
     doc = json.loads(data)
     names = {f.name for f in dataclasses.fields(BounceResult)}
     results = [BounceResult(**{k: v for k, v in r.items() if k in names}) for r in doc["results"]]
-    return BounceReport(doc["kind"], results)
+    error = doc.get("parser_error")
+    if error:  # the worker's safety net caught an exception: count it where /metrics is read
+        note_parser_exception(str(error)[:80])
+    return BounceReport(doc["kind"], results, str(error)[:80] if error else None)
 
 
 class _Worker:

@@ -17,9 +17,16 @@ class BounceResult:
     diagnostic: str = ""
     remote_mta: str | None = None
     action: str | None = None  # failed, delayed, delivered, ... as the DSN says
+    # Which rule decided the reason, the document it rests on, and the text it matched
+    # (`postway bounce classify --explain`; domain.bounce_rules).
+    rule: str | None = None
+    rule_source: str | None = None
+    evidence: str | None = None
 
 
 @dataclass(frozen=True)
 class BounceReport:
     kind: Kind
     results: list[BounceResult] = field(default_factory=list)
+    # The exception type the parser's safety net caught (the report is then kind "none").
+    parser_error: str | None = None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+from collections import Counter
 from email.message import Message
 
 from postway.bounces.dsn import (
@@ -15,7 +18,7 @@ from postway.bounces.dsn import (
     reporting_mta,
     returned_headers,
 )
-from postway.bounces.engines import engine_reason, report_signs
+from postway.bounces.engines import engine_decision, report_signs
 from postway.bounces.feedback import is_auto_reply, parse_arf, parse_ses
 from postway.bounces.formats import (
     ProseRecipient,
@@ -26,16 +29,17 @@ from postway.bounces.formats import (
 )
 from postway.bounces.mime import addresses, first_address, header, parse_message
 from postway.bounces.model import BounceReport, BounceResult
-from postway.bounces.providers import provider_reason
+from postway.bounces.providers import provider_decision
 from postway.domain.bounce_reasons import (
     RETRY_REASONS,
     ReplyClass,
     classify_reply,
+    decide,
     find_code,
     is_hard,
     matches,
-    reason_for,
 )
+from postway.domain.bounce_rules import Decision
 
 _DELAY_RE = re.compile(
     r"warning message only|has been delayed|delivery (?:is |has been )?delayed|will (?:continue"
@@ -54,12 +58,43 @@ _MAX_BYTES = 1_000_000
 _MAX_RECIPIENTS = 1000
 
 
+_log = logging.getLogger(__name__)
+# Exceptions the safety net caught, by type, in this process (read by postway.metrics; the
+# intake's worker processes send theirs back with each report, see `isolation`).
+_caught: Counter[str] = Counter()
+_caught_lock = threading.Lock()
+
+
 def parse_bounce(raw: bytes) -> BounceReport:
-    """Parse one email. Never raises: anything unreadable is kind "none"."""
+    """Parse one email. Never raises: anything unreadable is kind "none".
+
+    An exception inside the parser is a bug, not a verdict on the email: it is counted
+    (`parser_exceptions`), logged by type (never with the email's text) and carried in the
+    report's `parser_error`; tests call `parse_bounce_strict` so that it fails them."""
     try:
-        return _parse(raw[:_MAX_BYTES])
-    except Exception:  # noqa: BLE001 - a hostile email must not stop intake
-        return BounceReport("none", [])
+        return parse_bounce_strict(raw)
+    except Exception as exc:  # noqa: BLE001 - a hostile email must not stop intake
+        name = type(exc).__name__
+        note_parser_exception(name)
+        _log.warning("bounce parser raised %s; the email is treated as not a bounce", name)
+        return BounceReport("none", [], parser_error=name)
+
+
+def parse_bounce_strict(raw: bytes) -> BounceReport:
+    """Parse one email, letting any internal exception through (for tests and tools)."""
+    return _parse(raw[:_MAX_BYTES])
+
+
+def note_parser_exception(name: str) -> None:
+    """Count one exception the safety net caught (also called for a worker's report)."""
+    with _caught_lock:
+        _caught[name] += 1
+
+
+def parser_exceptions() -> dict[str, int]:
+    """How many exceptions of each type the safety net caught in this process."""
+    with _caught_lock:
+        return dict(_caught)
 
 
 def _parse(raw: bytes) -> BounceReport:
@@ -124,20 +159,23 @@ def _from_dsn(
         command = smtp_command(words) or smtp_command(nearby) or literal_command(words)
         status = _clean_status(entry.status, words)
         dtype = entry.diagnostic_type
-        preset = engine_reason(msg, words or nearby, status, report_text, signs)
-        known = "" if preset and preset not in RETRY_REASONS else provider_reason(
+        label = engine_decision(msg, words or nearby, status, report_text, signs)
+        preset = label.reason if label else None
+        known = None if preset and preset not in RETRY_REASONS else provider_decision(
             recipient, entry.remote_mta, words or nearby, status, command, reporter)
-        reason = known or reason_for(status, words, command, entry.action,
-                                     diagnostic_type=dtype, preset=preset)
-        if reason in ("onhold", "undefined") and nearby:
-            better = reason_for(status, f"{words}\n{nearby}", command, entry.action,
-                                diagnostic_type=dtype, preset=preset)
-            reason = better if better not in ("onhold", "undefined") else reason
+        decision = known or decide(status, words, command, entry.action,
+                                   diagnostic_type=dtype, preset=preset, label=label)
+        if decision.reason in ("onhold", "undefined") and nearby:
+            better = decide(status, f"{words}\n{nearby}", command, entry.action,
+                            diagnostic_type=dtype, preset=preset, label=label)
+            decision = better if better.reason not in ("onhold", "undefined") else decision
+        reason = decision.reason
         results.append(BounceResult(
             recipient=recipient, status=status, reason=reason,
             hard=is_hard(reason, status),
             diagnostic=words or nearby.strip()[:2000],
             remote_mta=entry.remote_mta, action=entry.action,
+            rule=decision.rule, rule_source=decision.source, evidence=decision.evidence,
         ))
     return BounceReport(_kind(results, body), results)  # type: ignore[arg-type]
 
@@ -187,12 +225,24 @@ def _auto_reply(msg: Message, body: str) -> BounceReport:
     who = first_address(header(msg, "From"))
     if matches("suspend", words.lower()) or matches("userunknown", words.lower()):
         # An auto-reply announcing that the mailbox is gone is a (soft) bounce.
-        reason = reason_for(None, words)
+        decision = decide(None, words)
         return BounceReport("bounce", [BounceResult(
-            recipient=first_address(words) or who, status="5.0.0", reason=reason,
-            hard=False, diagnostic=words.strip()[:2000], action="failed")])
+            recipient=first_address(words) or who, status="5.0.0", reason=decision.reason,
+            hard=False, diagnostic=words.strip()[:2000], action="failed", rule=decision.rule,
+            rule_source=decision.source, evidence=decision.evidence)])
     return BounceReport("auto-reply", [BounceResult(
-        recipient=who, status=None, reason="vacation", hard=False, action="auto-reply")])
+        recipient=who, status=None, reason="vacation", hard=False, action="auto-reply",
+        rule="report.auto-reply", rule_source="RFC 3834 (Auto-Submitted: auto-replied) and "
+        "the usual vacation headers", evidence="an automatic reply, not a failure")])
+
+
+# A mailing-list host refusing a post refuses the poster, i.e. the sender.
+_LIST_POST_REFUSED = Decision("rejected", "report.list-post-refused",
+                              "Google Groups / mailing-list hosts refuse posts from "
+                              "non-members: the sender is refused", "a group address")
+_DELAY_NOTICE = Decision("expired", "report.delay-notice",
+                         "RFC 3464 section 2.3.3 (Action: delayed) and the MTAs' 'warning: "
+                         "message delayed' notices", "a delay notice")
 
 
 def _is_group(address: str | None) -> bool:
@@ -220,22 +270,32 @@ def _from_prose(msg: Message, body: str, own: set[str]) -> BounceReport:
         words = item.text
         command = smtp_command(words) or literal_command(words)
         c = classify_reply(None, None, words, command, diagnostic_type="")
+        decision = c.decision
         if c.reason in ("onhold", "undefined") and words is not text:
             whole = whole or classify_reply(None, None, text, smtp_command(text))
             c = ReplyClass(whole.reason, whole.hard, c.status or whole.status)
+            decision = whole.decision
         if c.reason in ("onhold", "undefined") and _is_group(item.recipient):
-            # A mailing-list host refusing a post refuses the poster, i.e. the sender.
             c = ReplyClass("rejected", False, c.status)
-        preset = engine_reason(msg, words, c.status, text, signs)
-        known = "" if preset and preset not in RETRY_REASONS else provider_reason(
+            decision = _LIST_POST_REFUSED
+        label = engine_decision(msg, words, c.status, text, signs)
+        preset = label.reason if label else None
+        known = None if preset and preset not in RETRY_REASONS else provider_decision(
             item.recipient, None, words, c.status, command)
         if preset and not known:
-            known = reason_for(c.status, words, command, diagnostic_type="", preset=preset)
+            known = decide(c.status, words, command, diagnostic_type="", preset=preset,
+                           label=label)
         if known:
-            c = ReplyClass(known, is_hard(known, c.status), c.status)
+            c = ReplyClass(known.reason, is_hard(known.reason, c.status), c.status)
+            decision = known
         reason = "expired" if delayed and c.reason in ("onhold", "undefined") else c.reason
+        if reason != c.reason:
+            decision = _DELAY_NOTICE
         results.append(BounceResult(
             recipient=item.recipient or None, status=c.status, reason=reason,
             hard=is_hard(reason, c.status), diagnostic=words.strip()[:2000],
-            action="delayed" if delayed else "failed"))
+            action="delayed" if delayed else "failed",
+            rule=decision.rule if decision else None,
+            rule_source=decision.source if decision else None,
+            evidence=decision.evidence if decision else None))
     return BounceReport(_kind(results, text), results)  # type: ignore[arg-type]

@@ -2,14 +2,16 @@
 
 Large providers put a label in their SMTP replies (Cox's "AUP#CXBL", Orange's "OFR_506",
 Spectrum's "AUP#In-1310") and document what each means; some reuse a generic phrase for a
-specific cause (KDDI's "550 : User unknown" is its content filter). When the recipient's domain
-or the remote MTA belongs to such a provider, its documented meaning decides the reason.
+specific cause. When the recipient's domain or the remote MTA belongs to such a provider, its
+documented meaning decides the reason.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+
+from postway.domain.bounce_rules import Decision
 
 # (raw diagnostic, lower-cased diagnostic, status, SMTP command) -> reason or ""
 _Rule = Callable[[str, str, str | None, str | None], str]
@@ -92,33 +94,6 @@ def _france(raw: str, low: str, status: str | None, command: str | None) -> str:
     if codes:
         return _FRANCE_CODES.get(codes[-1], "")
     return "authfailure" if "spf/dns de votre nom de domaine" in low else ""
-
-
-def _kddi(raw: str, low: str, status: str | None, command: str | None) -> str:
-    # au/ezweb answer "550 : User unknown" (no address) from their reception filter, and
-    # "550 <addr>: User unknown" for a mailbox that does not exist.
-    if "550 : user unknown" in low:
-        return "filtered"
-    if ">: user unknown" in low:
-        return "userunknown"
-    return ""
-
-
-def _docomo(raw: str, low: str, status: str | None, command: str | None) -> str:
-    if status in ("5.1.1", "5.0.911"):
-        return "userunknown"
-    if status == "5.2.0":
-        return "filtered"  # refused after DATA: the recipient's reception settings
-    for reason, phrase in (("mailboxfull", "552 too much mail data"),
-                           ("toomanyconn", "552 too many recipients"),
-                           ("syntaxerror", "503 bad sequence of commands")):
-        if phrase in low:
-            return reason
-    if status == "5.0.0" and "unknown user" in low:
-        # docomo says "Unknown user" at RCPT for a missing mailbox, after DATA for a sender
-        # the recipient's settings refuse.
-        return "rejected" if command == "DATA" else "userunknown" if command == "RCPT" else ""
-    return ""
 
 
 _YAHOO = _phrases({
@@ -210,20 +185,26 @@ _CLOUDFLARE = _phrases({"systemerror": ("upstream error",)})
 
 # (provider rule, host or domain suffixes). A recipient domain matches a provider when one of
 # its host names ends with that domain; a remote MTA when its name ends with the suffix.
-_PROVIDERS: tuple[tuple[_Rule, tuple[str, ...]], ...] = (
-    (_cox, ("cox.net",)),
-    (_spectrum, ("charter.net",)),
-    (_france, (".laposte.net", ".orange.fr", ".wanadoo.fr")),
-    (_kddi, (".ezweb.ne.jp", "msmx.au.com")),
-    (_docomo, ("mfsmax.docomo.ne.jp",)),
-    (_YAHOO, (".yahoodns.net",)),
-    (_MESSAGELABS, (".messagelabs.com",)),
-    (_MIMECAST, (".mimecast.com",)),
-    (_MICROSOFT, (".prod.outlook.com", ".protection.outlook.com", ".onmicrosoft.com",
-                  ".exchangelabs.com")),
-    (_ZOHO, (".zoho.com", ".zohomail.com")),
-    (_GSUITE, ("googlemail.com",)),
-    (_CLOUDFLARE, (".mx.cloudflare.net",)),
+# (provider, the page its meaning rests on, its rule, host or domain suffixes). A recipient
+# domain matches a provider when one of its host names ends with that domain; a remote MTA
+# when its name ends with the suffix.
+_PROVIDERS: tuple[tuple[str, str, _Rule, tuple[str, ...]], ...] = (
+    ("cox", "Cox: Email error codes (AUP#CX... codes)", _cox, ("cox.net",)),
+    ("spectrum", "Spectrum/Charter: Email error codes (AUP#In-/Out- codes)", _spectrum,
+     ("charter.net",)),
+    ("orange", "Orange / La Poste: codes d'erreur SMTP (OFR_, LPN, OUK_ codes)", _france,
+     (".laposte.net", ".orange.fr", ".wanadoo.fr")),
+    ("yahoo", "Yahoo Sender Hub: SMTP error codes", _YAHOO, (".yahoodns.net",)),
+    ("messagelabs", "Broadcom/Symantec Email Security.cloud: SMTP error codes", _MESSAGELABS,
+     (".messagelabs.com",)),
+    ("mimecast", "Mimecast: SMTP error codes", _MIMECAST, (".mimecast.com",)),
+    ("microsoft", "Microsoft Learn: Email non-delivery reports and SMTP errors in Exchange "
+     "Online", _MICROSOFT, (".prod.outlook.com", ".protection.outlook.com",
+                            ".onmicrosoft.com", ".exchangelabs.com")),
+    ("zoho", "Zoho Mail: SMTP error codes", _ZOHO, (".zoho.com", ".zohomail.com")),
+    ("google", "Google Workspace: SMTP error reference", _GSUITE, ("googlemail.com",)),
+    ("cloudflare", "Cloudflare Email Routing: SMTP errors", _CLOUDFLARE,
+     (".mx.cloudflare.net",)),
 )
 
 
@@ -236,21 +217,33 @@ def _host(value: str | None) -> str:
 def provider_reason(recipient: str | None, remote_mta: str | None, diagnostic: str,
                     status: str | None, command: str | None = None,
                     reporter: str | None = None) -> str:
-    """The reason a known provider's documented code or wording names, else "".
+    """The reason a known provider's documented code or wording names, else ""."""
+    found = provider_decision(recipient, remote_mta, diagnostic, status, command, reporter)
+    return found.reason if found else ""
+
+
+def provider_decision(recipient: str | None, remote_mta: str | None, diagnostic: str,
+                      status: str | None, command: str | None = None,
+                      reporter: str | None = None) -> Decision | None:
+    """The reason a known provider's documented code or wording names, with the page it rests
+    on, else None.
 
     The provider is recognised by the recipient's domain, else the remote MTA that answered,
     else the MTA that wrote the report."""
     if not diagnostic:
-        return ""
+        return None
     domain = (recipient or "").rpartition("@")[2].lower()
-    rule = next((r for r, suffixes in _PROVIDERS
-                 if domain and any(s.endswith(domain) or domain.endswith(s)
-                                   for s in suffixes)), None)
+    found = next((p for p in _PROVIDERS
+                  if domain and any(s.endswith(domain) or domain.endswith(s) for s in p[3])),
+                 None)
     for host in (_host(remote_mta), _host(reporter)):
-        if rule is None and host:
-            rule = next((r for r, suffixes in _PROVIDERS
-                         if any(host.endswith(s) for s in suffixes)), None)
-    if rule is None:
-        return ""
+        if found is None and host:
+            found = next((p for p in _PROVIDERS if any(host.endswith(s) for s in p[3])), None)
+    if found is None:
+        return None
+    name, source, rule, _ = found
     low = " ".join(diagnostic[:8000].lower().split())
-    return rule(diagnostic[:8000], low, status, command)
+    reason = rule(diagnostic[:8000], low, status, command)
+    if not reason:
+        return None
+    return Decision(reason, f"provider.{name}", source, low[:160])

@@ -34,10 +34,12 @@ PHRASES: dict[str, re.Pattern[str]] = {
     "mesgtoobig": _any(
         r"message (?:is )?too (?:big|large)", r"message size exceeds",
         r"exceeded maximum (?:inbound )?message size", r"(?:mail|message) size (?:limit|too)",
-        r"size limit exceeded", r"e?mail (?:is )?too large", r"message length exceeds",
+        r"size limit exceeded", r"e?mail (?:is )?too large",
         r"exceeds (?:the )?(?:maximum |fixed maximum )?(?:message )?size",
         r"message exceeds .{0,30}size limit", r"larger than .{0,30}(?:limit|maximum)",
         r"message too long", r"size exceeds .{0,30}(?:maximum|limit)"),
+    # RFC 3463 X.2.3 "Message length exceeds administrative limit": a limit the recipient's
+    # administrator set, not the system's maximum (X.3.4, mesgtoobig).
     "exceedlimit": _any(r"message header size exceeds", r"message too many recipients",
                         r"exceeds? .{0,20}administrative limit", r"recipient limit"),
     "suspend": _any(
@@ -88,7 +90,12 @@ PHRASES: dict[str, re.Pattern[str]] = {
         r"keine e-mails empfangen", r"recipient refuses to accept your mail",
         r"user (?:\(\S{1,64}\) )?unknown", r"(?:invalid|unknown) virtual user",
         r"not email addresses", r"no valid recipients",
-        r"recipient address rejected\.(?: |$)"),
+        # RFC 3463's own text for X.1.1, and the common short forms of "no such mailbox".
+        r"bad destination (?:mailbox )?address", r"destination mailbox address invalid",
+        r"no such account", r"unknown or illegal alias",
+        r"(?:user|recipient|mailbox) invalid", r"undeliverable address",
+        r"(?<!sender )(?<!from )(?<!sender's )invalid (?:e-?mail )?address",
+        r"is not a valid (?:e-?mail )?address", r"invalid mailbox"),
     "filtered": _any(
         r"message filtered", r"user ?reject", r"rejected due to user rules",
         r"refuses? to (?:receive|accept)", r"refused due to recipient preferences",
@@ -143,7 +150,11 @@ PHRASES: dict[str, re.Pattern[str]] = {
         r"(?:must have|fix|custom) (?:a )?reverse dns", r"reverse lookup (?:failed|rejected)",
         r"forward dns entry does not point", r"unresolvable relay host",
         r"generic dns ptr", r"mismatches client ip", r"invalid rdns", r"unverifyable sending ip",
-        r"dns lookup failure: .{0,60}try again later"),
+        r"dns lookup failure: .{0,60}try again later",
+        # "reverse DNS", "rDNS", "PTR", "reverse lookup": RFC 1912 section 2.1, Google 5.7.25.
+        r"(?:no|without|lacks?) (?:a )?(?:reverse dns|rdns|ptr)", r"reverse dns (?:entry|name)",
+        r"(?:missing|no|without) ptr", r"rdns (?:required|failed|lookup failed)",
+        r"client host .{0,80}(?:no|without) (?:a )?(?:hostname|reverse)"),
     "virusdetected": _any(r"\bvirus", r"malware", r"infected", r"\bworm\b", r"trojan",
                           r"malicious"),
     "spamdetected": _any(
@@ -209,7 +220,6 @@ PHRASES: dict[str, re.Pattern[str]] = {
     "securityerror": _any(
         r"authentication (?:credentials invalid|failure|required|turned on)",
         r"executable files are not allowed", r"insecure mail relay",
-        r"recipient address rejected: access denied",
         r"you don't authenticate", r"unauthenticated senders not allowed",
         r"verification failure", r"not authorized to (?:send mail|perform ses)",
         r"authentication failed; server", r"authentification (?:invalide|requise)",
@@ -231,7 +241,7 @@ PHRASES: dict[str, re.Pattern[str]] = {
         r"could not connect and send", r"dns records for the destination computer",
         r"hop count exceeded", r"host is unreachable", r"host name lookup failure",
         r"host not found, try again", r"mail forwarding loop",
-        r"(?<!type=mx: malformed or unexpected )name server reply",
+        r"name server reply",
         r"maximum forwarding loop", r"message looping", r"routing loop", r"no route to host",
         r"too many hops", r"unable to resolve route", r"unrouteable mail domain",
         r"network (?:is )?unreachable"),
@@ -257,10 +267,7 @@ PHRASES: dict[str, re.Pattern[str]] = {
                       r"couldn't find a mail exchanger", r"no smtp service",
                       r"host .{0,60}does not accept", r"mail service is not available",
                       r"name server: .{0,60}: host not found", r"no mx\b",
-                      r"not accepting .{0,20}(?:network )?messages",
-                      # Postfix before null MX support (3.1) found the "MX 0 ." of RFC 7505
-                      # an invalid host name and said so in these words.
-                      r"type=mx: malformed or unexpected name server reply"),
+                      r"not accepting .{0,20}(?:network )?messages"),
     "mailererror": _any(r"mailer error", r"command failed", r"exit (?:code|status) \d",
                         r"procmail", r"x-unix", r"pipe to \|", r"\bpermission denied\b",
                         r"command died with status", r"command output:", r"mail\.local",
@@ -268,6 +275,21 @@ PHRASES: dict[str, re.Pattern[str]] = {
                         r"unknown mailer error"),
     "syntaxerror": _any(r"syntax error", r"command unrecognized", r"command not recognized",
                         r"bad sequence of commands", r"unrecognized command",
-                        r"line too long", r"valid rcpt command must precede"),
+                        r"line too long", r"valid rcpt command must precede",
+                        r"syntax (?:error|invalid)", r"invalid (?:command )?argument",
+                        r"bad (?:command|address) syntax", r"unrecognized (?:command|parameter)"),
+    # RFC 4954 (530 5.7.0 Authentication required), RFC 3207 (530 Must issue a STARTTLS
+    # command first), RFC 3463 X.7.10/X.7.11 (encryption needed/required).
+    "authrequired": _any(
+        r"(?:smtp )?auth(?:entication)? (?:is )?required", r"must issue a starttls",
+        r"(?:tls|starttls|ssl|encryption|encrypted connection) (?:is )?(?:required|needed"
+        r"|mandatory)", r"requires? (?:a )?(?:secure|encrypted|tls) connection",
+        r"must (?:use|enable) (?:tls|starttls|encryption)", r"authentication is needed"),
+    "accessdenied": _any(r"access denied"),
+    # A reply that quotes the recipient before its verdict is an answer to RCPT TO: Sendmail
+    # "550 5.1.1 <addr>... User unknown", Postfix smtpd "550 5.1.1 <addr>: Recipient address
+    # rejected: ...", Exim/Courier "550 <addr>: ..." (addresses are "<address>" here).
+    "rcptquote": _any(r"(?:^|[^\w.])[45]\d\d:?[ -](?:[45]\.\d{1,3}\.\d{1,3} )?"
+                      r"<address> ?(?::|\.\.\.)"),
     "vacation": _any(r"i am away", r"out of (?:the )?office", r"on vacation"),
 }

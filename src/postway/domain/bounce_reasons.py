@@ -8,9 +8,17 @@ same reason for the same words. Pure: no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from postway.domain.bounce_phrases import PHRASES
+from postway.domain.bounce_rules import (
+    ONHOLD,
+    RECIPIENT_REFUSAL_RE,
+    UNDEFINED,
+    Decision,
+    Facts,
+    first_rule,
+)
 
 REASONS: frozenset[str] = frozenset({
     "authfailure", "badreputation", "blocked", "contenterror", "delivered", "exceedlimit",
@@ -76,26 +84,6 @@ _PSEUDO_BY_CODE = {str(v): k for k, v in PSEUDO_CODES.items()}
 # Reasons a later, better-informed look may overturn (the words may say something sharper).
 RETRY_REASONS = frozenset({"", "undefined", "onhold", "systemerror", "securityerror",
                            "networkerror", "hostunknown", "userunknown"})
-# First pass: each reason decided by its status code or its words, in this order (specific
-# account and capacity words before address words, address words before the refusal causes).
-_FIRST_PASS = (
-    "mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved", "norelaying",
-    "authfailure", "userunknown", "filtered", "requireptr", "notcompliantrfc", "badreputation",
-    "contenterror", "rejected", "hostunknown", "spamdetected", "speeding", "toomanyconn",
-    "blocked",
-)
-# Second pass, by words only, when the status named nothing (or something vague).
-_SECOND_PASS = (
-    "mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected", "virusdetected",
-    "policyviolation", "norelaying", "systemerror", "networkerror", "suspend", "contenterror",
-    "systemfull", "notaccept", "expired", "securityerror", "mailererror",
-)
-# Commands sent before DATA: a refusal there cannot be about the message's content.
-_BEFORE_DATA = frozenset({"CONN", "HELO", "EHLO", "MAIL", "RCPT"})
-# Words that, next to a 5.1.1, mean the server misused the code for something else.
-USER_UNKNOWN_SOFT_CONTEXT = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected",
-                             "notaccept")
-
 _STATUS_RE = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?![\w]|\.\d)")
 _CODE_RE = re.compile(r"(?<![\w.#-])([245]\d\d)(?:[ -]|$)")
 _SPACE_RE = re.compile(r"\s+")
@@ -109,6 +97,7 @@ class ReplyClass:
     reason: str  # one of REASONS, e.g. "userunknown"
     hard: bool
     status: str | None  # enhanced status code like "5.1.1" (derived from reply code if absent)
+    decision: Decision | None = field(default=None, compare=False)  # which rule decided
 
 
 def is_hard(reason: str, status: str | None = None) -> bool:
@@ -165,7 +154,7 @@ def pseudo_status(reason: str, temporary: bool = False) -> str | None:
 
 def matches(reason: str, text: str) -> bool:
     """Whether `text` (lower-cased, whitespace-collapsed) uses the wording of `reason`."""
-    if reason == "rejected" and _RECIPIENT_REFUSAL_RE.search(text):
+    if reason == "rejected" and RECIPIENT_REFUSAL_RE.search(text):
         return False  # "recipient address rejected" is about the recipient, not the sender
     pattern = PHRASES.get(reason)
     return bool(pattern and pattern.search(text))
@@ -182,120 +171,55 @@ def _normalise(text: str) -> str:
     return _SPACE_RE.sub(" ", _ADDRESS_RE.sub(" <address> ", text)).strip().lower()
 
 
-def _first_pass(reason: str, named: str, low: str, command: str | None, status: str) -> bool:
-    """Whether `reason` holds, judged by the status code's name and the words together."""
-    if reason == "userunknown":
-        if named == "userunknown":
-            # "5.1.1 ... relaying denied" or "5.1.1 mailbox full": the code was misused.
-            return not any(matches(r, low) for r in USER_UNKNOWN_SOFT_CONTEXT)
-        return command == "RCPT" and matches("userunknown", low)
-    if reason == "filtered":
-        if named == "filtered":
-            return matches("userunknown", low) or matches("filtered", low)
-        # A refusal before DATA cannot be a filter on what the message says.
-        if command in _BEFORE_DATA:
-            return False
-        return matches("filtered", low) or matches("userunknown", low)
-    if reason == "rejected":
-        if named == "rejected":
-            return True
-        if command == "MAIL" and "access denied" in low:
-            return True  # refused at MAIL FROM: the sender is what was denied
-        if command == "MAIL" or (command == "DATA" and named != "userunknown") or named in (
-                "", "securityerror", "systemerror"):
-            return matches("rejected", low)
-        return False
-    if reason == "hostunknown":
-        if named == "hostunknown":
-            # 5.4.4 "unable to route" is also what a null-MX domain and a DNS failure get.
-            return not (matches("networkerror", low) or matches("notaccept", low))
-        return matches("hostunknown", low)
-    if reason == "spamdetected":
-        if named == "spamdetected":
-            return True
-        return bool(status) and command not in _BEFORE_DATA and matches("spamdetected", low)
-    if reason == "contenterror":
-        if _first_pass("spamdetected", named, low, command, status):
-            return False
-        return named == "contenterror" or matches("contenterror", low)
-    if reason == "norelaying":
-        return command not in ("CONN", "HELO", "EHLO") and matches("norelaying", low)
-    if reason == "mesgtoobig":
-        return named == "mesgtoobig" or (named != "exceedlimit" and matches("mesgtoobig", low))
-    if reason in ("suspend", "hasmoved", "notcompliantrfc"):
-        return matches(reason, low)
-    return named == reason or matches(reason, low)
-
-
-_RECIPIENT_REFUSAL_RE = re.compile(
-    r"recipient address rejected|5\.1\.0 address rejected|sender ip address rejected")
-
-
 def reason_for(
     status: str | None, text: str, command: str | None = None, action: str | None = None,
     *, diagnostic_type: str | None = None, preset: str | None = None,
 ) -> str:
-    """Decide the reason from the enhanced status, the diagnostic words and the SMTP command
-    the failure answered (CONN, HELO, MAIL, RCPT, DATA or None when unknown).
+    """The reason for a failure: see `decide`."""
+    return decide(status, text, command, action, diagnostic_type=diagnostic_type,
+                  preset=preset).reason
 
-    `preset` is a reason a format-specific parser already knows (its own error code said
-    so); it stands unless it is one a closer look may sharpen. Then, as the reference
-    classifier does: a first pass asks each reason in turn whether the status code or the
-    words point to it (capacity and account words before address words, the command deciding
-    what "unknown user" means); failing that, the words alone are tried for the causes only a
-    text can carry; then the status code's own name, the action, and the command.
+
+def decide(
+    status: str | None, text: str, command: str | None = None, action: str | None = None,
+    *, diagnostic_type: str | None = None, preset: str | None = None,
+    label: Decision | None = None, reply: int | None = None,
+) -> Decision:
+    """Decide the reason from the enhanced status, the diagnostic words and the SMTP command
+    the failure answered (CONN, HELO, MAIL, RCPT, DATA or None when unknown), by the rule
+    table of `bounce_rules`, and say which rule decided on what evidence.
+
+    `preset` is a reason the sending system's own label names (`label` says which label);
+    it stands unless it is one a closer look may sharpen, in which case it takes its place
+    among the rules.
     """
     status = status or ""
     if preset and preset not in RETRY_REASONS:
-        return preset
-    if status.startswith("2") or (action or "").startswith(("delivered", "relayed",
-                                                             "expanded")):
-        return "delivered"
+        return label or Decision(preset, "label.engine", "The sending system's own label",
+                                 preset)
+    act = (action or "").lower()
+    if status.startswith("2") or act.startswith(("delivered", "relayed", "expanded")):
+        return Decision("delivered", "report.delivered",
+                        "RFC 3464 Action delivered/relayed/expanded, RFC 3463 class 2",
+                        f"status {status}" if status else f"action {act}")
     low = _normalise(text)
-    named = status_reason(status)
-    # "" (unstated) is read like an SMTP reply in the first pass, but the words are then
-    # tried again in the second; "unknown" is no registered type, so it counts as unstated.
+    # "unknown" is no registered Diagnostic-Code type, so it counts as unstated.
     dtype = (diagnostic_type or "").lower()
     if dtype == "unknown":
         dtype = ""
-    if dtype in ("smtp", ""):
-        for reason in _FIRST_PASS:
-            if reason == preset or _first_pass(reason, named, low, command, status):
-                return reason
-    found = _second_pass(named, low, command, action, dtype, status, preset or "")
-    if found:
-        return found
-    if (action or "").startswith("delayed"):
-        return "expired"
-    if matches("vacation", low):
-        return "vacation"
-    return "onhold" if low else "undefined"
-
-
-def _second_pass(named: str, low: str, command: str | None, action: str | None, dtype: str,
-                 status: str, preset: str) -> str:
-    if preset and preset not in ("onhold", "undefined"):
-        return preset
-    if named not in RETRY_REASONS and dtype == "smtp":
-        return named
-    for reason in _SECOND_PASS:
-        if matches(reason, low):
-            return reason
+    named = status_reason(status)
     if named:
-        return named
-    if status[1:4] == ".6.":
-        return "contenterror"
-    if status[1:4] == ".7.":
-        return "securityerror"
-    if dtype.startswith("x-unix"):
-        return "mailererror"
-    if status in ("5.5.2", "5.5.6") or matches("syntaxerror", low):
-        return "syntaxerror"
-    if (action or "").startswith(("delayed", "expired")):
-        return "expired"
-    if command in ("HELO", "EHLO"):
-        return "blocked"
-    return ""
+        reply = None  # the reply code speaks only when the enhanced status says nothing
+    elif reply is None:
+        reply = find_code(low[:200])
+    facts = Facts(status, named, low, command, act, dtype,
+                  preset if preset not in (None, "onhold", "undefined") else "", reply)
+    found = first_rule(facts, named)
+    if found is not None:
+        if label is not None and found.rule.startswith("label.") and found.reason == preset:
+            return label
+        return found
+    return ONHOLD if low else UNDEFINED
 
 
 def derive_status(code: int | None, status: str | None, text: str) -> str | None:
@@ -322,8 +246,10 @@ def classify_reply(
     """
     text = text or ""
     status = derive_status(code, status, text)
-    reason = reason_for(status, text, command, diagnostic_type=diagnostic_type)
+    decision = decide(status, text, command, diagnostic_type=diagnostic_type, reply=code)
+    reason = decision.reason
     if code is not None and 400 <= code < 500 and reason in _HARD_REASONS:
         # A temporary refusal cannot prove the address is bad.
-        return ReplyClass(reason=reason, hard=False, status=status)
-    return ReplyClass(reason=reason, hard=is_hard(reason, status), status=status)
+        return ReplyClass(reason=reason, hard=False, status=status, decision=decision)
+    return ReplyClass(reason=reason, hard=is_hard(reason, status), status=status,
+                      decision=decision)

@@ -121,18 +121,17 @@ def test_classify_reply_never_raises(code: int | None, status: str | None, text:
     assert got.reason in REASONS
 
 
-def test_null_mx_in_pre_rfc7505_postfix_words_is_notaccept() -> None:
-    """Postfix before null MX support reported "MX 0 ." as a malformed reply: the domain
-    takes no mail (notaccept, hard when permanent), not a network error; other name server
-    troubles stay network errors, and 5.4.4 with host-not-found words stays hostunknown."""
-    null_mx = ("Name service error for name=example.org type=MX: Malformed or unexpected"
-               " name server reply")
-    got = classify_reply(550, "5.4.4", null_mx)
-    assert (got.reason, got.hard) == ("notaccept", True)
-    assert classify_reply(450, "4.4.4", null_mx).hard is False
-    other = ("Name service error for name=example.org type=A: Malformed or unexpected"
-             " name server reply")
-    assert classify_reply(550, "5.4.4", other).reason == "networkerror"
+def test_malformed_name_server_reply_is_a_network_error_whatever_the_record_type() -> None:
+    """Postfix prints "Malformed or unexpected name server reply" for any malformed DNS
+    answer (its documented DNS-error text), MX or not: a network error, soft. A real null MX
+    is said in its own words (RFC 7505), and 5.4.4 with host-not-found words is hostunknown."""
+    for rtype in ("MX", "A"):
+        text = (f"Name service error for name=example.org type={rtype}: Malformed or "
+                "unexpected name server reply")
+        got = classify_reply(550, "5.4.4", text)
+        assert (got.reason, got.hard) == ("networkerror", False)
+    null_mx = "550 5.1.10 Recipient address rejected: Domain example.org does not accept mail"
+    assert classify_reply(550, None, null_mx).reason == "notaccept"
     unknown = ("Host or domain name not found. Name service error for name=x.example"
                " type=AAAA: Host not found")
     assert classify_reply(550, "5.4.4", unknown).reason == "hostunknown"
