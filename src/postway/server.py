@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from sqlalchemy import func, select
 
+from postway import setup_token
 from postway.bounces.imap_scan import ImapBounceScanner
 from postway.config import Settings
 from postway.demo import LocalInbox, demo_banner, seed_demo
@@ -35,6 +36,7 @@ async def run_server(
     demo: bool = False,
 ) -> None:
     setup_logging(settings.log_level, settings.log_format)
+    configured_base_url = settings.base_url  # the setup link uses it only when configured
     if web and not settings.base_url:
         settings.base_url = f"http://{host}:{port}"
     inbox: LocalInbox | None = None
@@ -71,7 +73,7 @@ async def run_server(
             tasks.append(asyncio.create_task(server.serve()))
             if demo:
                 print(demo_banner(host, port, await seed_demo(rt)), flush=True)
-            await _announce(rt, host, port)
+            await _announce(rt, host, port, configured_base_url)
         if worker:
             tasks.append(asyncio.create_task(rt.worker.run()))
             # custom SMTP senders' bounce mailboxes (IMAP), read next to the queue
@@ -111,7 +113,7 @@ async def _start_intake(rt: Runtime, host: str, port: int) -> BounceIntake:
     return intake
 
 
-async def _announce(rt: Runtime, host: str, port: int) -> None:
+async def _announce(rt: Runtime, host: str, port: int, configured_base_url: str) -> None:
     async with rt.db.session() as s, s.begin():
         users = await s.scalar(select(func.count()).select_from(User)) or 0
     print(
@@ -122,10 +124,14 @@ async def _announce(rt: Runtime, host: str, port: int) -> None:
         f"Database: {rt.db.url.split('://', 1)[0]}; data folder: {rt.settings.data_dir}", flush=True
     )
     if users == 0:
+        token = setup_token.issue(rt.settings.data_dir)
         print(
-            "No users yet. Create one, then log in with its email and password:\n"
-            "  postway user create you@example.com --admin",
+            "No users yet. Open this one-time link (valid for an hour) to create the first "
+            "administrator:\n"
+            f"  {setup_token.link(token, configured_base_url, host, port)}\n"
+            "or create one in a terminal: postway user create you@example.com --admin",
             flush=True,
         )
     else:
+        setup_token.discard(rt.settings.data_dir)
         print("Log in with your email and password.", flush=True)

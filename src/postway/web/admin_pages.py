@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
-from postway.web import admin_queue, admin_rules, admin_users
+from postway.web import admin_queue, admin_rules, admin_users, setup_page
 from postway.web.admin_kit import SECTIONS, AdminPage
 
 router = APIRouter(include_in_schema=False)
@@ -40,3 +40,5 @@ async def admin_home(user: AdminPage) -> RedirectResponse:
 router.include_router(admin_users.router)
 router.include_router(admin_rules.router)
 router.include_router(admin_queue.router)
+# the page that creates the first administrator, before anyone can log in
+router.include_router(setup_page.router)
