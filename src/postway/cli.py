@@ -474,11 +474,21 @@ def queue_purge(
 
 
 @bounce_app.command("classify")
-def bounce_classify(paths: list[Path]) -> None:
+def bounce_classify(
+    paths: list[Path],
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Add to each row the rule that decided the reason, the document it rests on "
+            "and the text it matched ({'explain': {'rule', 'source', 'evidence'}}).",
+        ),
+    ] = False,
+) -> None:
     """Classify bounce emails (.eml files or folders): one JSON object per line."""
     from postway.bounces import classify_files
 
-    for row in classify_files(paths):
+    for row in classify_files(paths, explain=explain):
         print(json.dumps(row, ensure_ascii=False))
 
 

@@ -140,3 +140,77 @@ def test_unreadable_path_gives_an_error_row_and_exit_code_0(tmp_path: Path) -> N
     )
     assert isinstance(bad["error"], str) and bad["error"]
     assert "error" not in good and good["file"] == str(mail)  # the run goes on after it
+
+
+UNKNOWN_USER = b"""From: MAILER-DAEMON@mx.example.org (Mail Delivery System)
+To: sender@example.org
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+<bob@example.net>: host mx.example.net[192.0.2.7] said: 550 5.1.1 <bob@example.net>:
+    Recipient address rejected: User unknown in virtual mailbox table (in reply to RCPT TO
+    command)
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+Final-Recipient: rfc822; bob@example.net
+Action: failed
+Status: 5.1.1
+Remote-MTA: dns; mx.example.net
+Diagnostic-Code: smtp; 550 5.1.1 <bob@example.net>: Recipient address rejected: User
+    unknown in virtual mailbox table
+
+--B--
+"""
+
+
+def classify_explained(*paths: Path | str) -> tuple[int, list[dict[str, Any]], str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "postway", "bounce", "classify", "--explain", *map(str, paths)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return done.returncode, rows, done.stderr
+
+
+def test_explain_names_the_deciding_rule_its_source_and_the_text(tmp_path: Path) -> None:
+    from postway.domain.bounce_rules import BY_ID
+
+    mail = tmp_path / "unknown.eml"
+    mail.write_bytes(UNKNOWN_USER)
+    lunch = tmp_path / "lunch.eml"
+    lunch.write_bytes(NOT_A_BOUNCE)
+    code, rows, stderr = classify_explained(mail, CORPUS / "lhost-postfix-46.eml", lunch)
+    assert code == 0, stderr
+    first, corpus_row, not_bounce = rows
+    assert (first["reason"], first["hard"]) == ("userunknown", True)
+    explained = first["explain"]
+    # The status code decided: the RFC 3463 X.1.1 rule, with the code as its evidence.
+    assert explained["rule"] == "status.bad-mailbox"
+    assert explained["source"] == BY_ID["status.bad-mailbox"].source
+    assert "RFC 3463" in explained["source"]
+    assert "5.1.1" in explained["evidence"]
+    # A reply with no enhanced code and no decisive words: RFC 5321's 550 at RCPT decides.
+    assert corpus_row["reason"] == "userunknown"
+    assert corpus_row["explain"]["rule"] == "reply.mailbox-unavailable-at-rcpt"
+    assert "550" in corpus_row["explain"]["evidence"]
+    assert "RFC 5321" in corpus_row["explain"]["source"]
+    assert not_bounce["reason"] is None and not_bounce["explain"]["rule"] is None
+    # Without --explain the rows keep their plain shape.
+    _, plain, _ = classify(mail)
+    assert "explain" not in plain[0]
+
+
+def test_explain_shows_the_matched_words(tmp_path: Path) -> None:
+    code, rows, stderr = classify_explained(CORPUS / "lhost-postfix-01.eml")
+    assert code == 0, stderr
+    (row,) = rows
+    assert row["explain"]["rule"].startswith("words.")
+    assert "procmail" in row["explain"]["evidence"]  # the text the rule matched

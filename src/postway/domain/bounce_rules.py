@@ -174,7 +174,34 @@ def _rule(id: str, priority: int, reason: str, source: str, **kw: object) -> Rul
 
 
 _SOFT_CONTEXT = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept")
-_PHRASES_SRC = "MTA and provider texts in postway.domain.bounce_phrases"
+
+# Band 2's word lists, in the order they are tried, and the documents they come from.
+_WORD_SOURCES: dict[str, str] = {
+    "mailboxfull": "Postfix/Exim/Sendmail/Dovecot quota texts; Google 552 5.2.2 'mailbox full'",
+    "authfailure": "Google SMTP error reference 5.7.26/5.7.27 (SPF, DKIM, DMARC); Microsoft "
+                   "5.7.509/5.7.515",
+    "badreputation": "Google 421 4.7.0 / 550 5.7.1 'IP reputation'; Microsoft 'rate limited "
+                     "due to IP reputation'",
+    "speeding": "Google 421 4.7.28 'unusual rate'; Yahoo 421 4.7.0 [TS0x]; Postfix 'too many "
+                "messages'",
+    "spamdetected": "SpamAssassin/Amavis/Barracuda texts; Google 550 5.7.1 'likely "
+                    "unsolicited mail'",
+    "virusdetected": "ClamAV/Amavis/Exim malware texts",
+    "policyviolation": "Exim/Postfix/Microsoft policy texts ('rejected for policy reasons')",
+    "norelaying": "Postfix 'Relay access denied'; Sendmail 'Relaying denied'",
+    "systemerror": "Sendmail/Exim local error texts ('local error in processing', mail loops); "
+                   "RFC 5321 451",
+    "networkerror": "Postfix DNS error texts ('Malformed or unexpected name server reply'); "
+                    "RFC 5321 section 6.3 loops ('too many hops')",
+    "suspend": "Providers' disabled-account texts (Google 5.2.1, Yahoo, Orange)",
+    "contenterror": "Exim/Postfix MIME and header texts",
+    "systemfull": "RFC 5321 452 'insufficient system storage'",
+    "notaccept": "RFC 7505 null MX texts ('does not accept mail')",
+    "expired": "Postfix/Exim/Sendmail give-up texts ('retry timeout exceeded', 'could not be "
+               "delivered for N days', 'message expired')",
+    "securityerror": "RFC 4954 authentication texts",
+    "mailererror": "Postfix/Sendmail local delivery texts (pipe, procmail, X-Unix)",
+}
 
 # Band 1 (priorities 100-1999): SMTP diagnostics, status code and words read together.
 # Band 2 (2000-2999): the words alone, for causes only a text carries (any diagnostic type).
@@ -184,8 +211,8 @@ RULES: tuple[Rule, ...] = (
     _rule("status.mailbox-full", 100, "mailboxfull",
           f"{RFC3463} X.2.2 Mailbox full", codes=("X.2.2",), smtp=True),
     _rule("words.mailbox-full", 110, "mailboxfull",
-          f"Postfix/Exim/Sendmail quota texts; Google SMTP error reference 552 5.2.2; "
-          f"{_PHRASES_SRC}", words=("mailboxfull",), smtp=True),
+          "Postfix/Exim/Sendmail/Dovecot quota texts; Google SMTP error reference 552 5.2.2",
+          words=("mailboxfull",), smtp=True),
     _rule("status.exceed-limit", 150, "exceedlimit",
           f"{RFC3463} X.2.3 Message length exceeds administrative limit", codes=("X.2.3",),
           smtp=True),
@@ -329,12 +356,8 @@ RULES: tuple[Rule, ...] = (
                               "authfailure", "requireptr", "spamdetected", "hasmoved"})),
           dtype="smtp"),
     *(
-        _rule(f"words.{reason}", 2100 + 10 * i, reason, _PHRASES_SRC, words=(reason,))
-        for i, reason in enumerate((
-            "mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected",
-            "virusdetected", "policyviolation", "norelaying", "systemerror", "networkerror",
-            "suspend", "contenterror", "systemfull", "notaccept", "expired", "securityerror",
-            "mailererror"))
+        _rule(f"words.{reason}", 2100 + 10 * i, reason, source, words=(reason,))
+        for i, (reason, source) in enumerate(_WORD_SOURCES.items())
     ),
     # --- band 3: codes and the report when no words decided -------------------------------------
     _rule("status.named", 3000, "", f"{RFC3463} and the {IANA}: the code's registered meaning",
