@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,8 +98,10 @@ class Settings(BaseSettings):
     )
     smtp_ca_file: str = Field("", description="Extra CA bundle trusted for SMTP TLS.")
     log_level: str = Field("INFO", description="Logging level.")
-    log_format: str = Field(
-        "json", description="`json` (one object per line, with delivery ids) or `text`."
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto",
+        description="`auto` (readable lines on a terminal, JSON lines otherwise), `text` or "
+        "`json`; lines carry the delivery and message ids.",
     )
     metrics_token: str = Field(
         "",
