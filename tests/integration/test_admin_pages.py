@@ -379,3 +379,31 @@ async def test_an_admin_sees_and_changes_only_their_own_organisation(env, smtp_s
 async def test_admin_pages_need_a_login(env, path):
     r = await env.app_client.get(path)
     assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+async def test_team_channel_set_on_the_page_carries_members_mail(env, smtp_server):
+    srv = await smtp_server()
+    await env.account("boss@acme.example", admin=True)
+    member = await env.account("rep@acme.example")
+    r = await member.client.post(
+        "/api/v1/identities", json={"name": "Rep", "email": "rep@acme.example"}
+    )
+    identity_id = r.json()["id"]
+    admin = await browser(env, "boss@acme.example")
+    r = await post_form(admin, "/admin/channel", "/admin/channel", channel="gmail")
+    assert r.status_code == 400
+    relay = {"host": "127.0.0.1", "port": str(srv.port), "security": "none"}
+    r = await post_form(admin, "/admin/channel", "/admin/channel", channel="smtp", **relay)
+    assert r.status_code == 303, r.text
+    r = await post_form(admin, "/admin/channel", "/admin/channel/test")
+    assert r.status_code == 200 and "Connection works" in r.text
+    view = (await member.client.get("/api/v1/delivery-channel")).json()
+    assert view["channel"] == "smtp" and view["source"] == "team"
+    r = await member.client.post(
+        "/api/v1/messages",
+        json={"identity_id": identity_id, "to": ["lead@client.example"], "text": "hi"},
+    )
+    await env.drain()
+    d = (await member.client.get(f"/api/v1/messages/{r.json()['id']}")).json()["deliveries"][0]
+    assert d["state"] == "sent" and d["channel"] == "smtp"
+    assert [t.rcpt_tos for t in srv.received] == [["lead@client.example"]]
