@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         description="Replaces scheme and host of every Google endpoint, keeping the real paths "
         "(for a stand-in in tests); empty: Google's own hosts.",
     )
+    gmail_poll_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between scans of connected Gmail mailboxes for bounces (accounts "
+        "connected with bounce scanning).",
+    )
     # -- bounce intake (postway bounce-server, or `serve --bounce-port`) --
     bounce_max_bytes: int = Field(
         10 * 1024 * 1024,

@@ -4,6 +4,13 @@ A seeded demo user with a verified identity, and a local inbox: a real SMTP serv
 that the managed channel's transport map points every domain at. It keeps what it accepts as
 .eml files for the web app's Inbox page, and answers like the outside world would for the
 reserved test domains: `bounce.test` refuses at RCPT (550 5.1.1), `defer.test` says later (451).
+
+Gmail offline: the stand-in for Google (`google_standin`) is mounted in the web app at
+`DEMO_GOOGLE_PATH` and Postway's Google endpoints point there, so connecting Gmail runs the
+real OAuth code against a consent page with an "Allow" button. Its one account,
+`demo@gmail.test`, has the verified send-as alias `DEMO_ALIAS`; what it sends lands in the
+local inbox, and a `bounce.test` recipient comes back as Gmail's bounce in its mailbox, where
+the bounce scan (`bounces.gmail_scan`) finds it.
 """
 
 from __future__ import annotations
@@ -14,21 +21,29 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import select
+from sqlalchemy import func, select
+from starlette.applications import Starlette
 
+from postway import google_standin
+from postway.channels.gmail import PROVIDER as GMAIL_PROVIDER
+from postway.domain.states import ChannelName
+from postway.mta.verp import make_return_path
 from postway.private_files import private_dir, write_private_file
 from postway.runtime import Runtime
 from postway.store.identities import create_identity, mark_verified
-from postway.store.models import User, utcnow
+from postway.store.models import ConnectedAccount, Delivery, Message, User, utcnow
 from postway.store.users import create_token, create_user, list_tokens, principal_of
 
 DEMO_EMAIL = "demo@postway.test"
 DEMO_PASSWORD = "postway-demo"  # noqa: S105 - a published demo login, on loopback only
 BOUNCE_DOMAIN = "bounce.test"
 DEFER_DOMAIN = "defer.test"
+DEMO_GOOGLE_PATH = "/demo-google"
+DEMO_ALIAS = "sales@postway.test"  # the demo Gmail account's verified send-as alias
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +75,20 @@ class _InboxHandler:
     async def handle_DATA(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        item = uuid.uuid4().hex
-        header = (
-            f"X-Postway-Inbox-From: {envelope.mail_from}\r\n"
-            f"X-Postway-Inbox-To: {', '.join(envelope.rcpt_tos)}\r\n"
-        ).encode()
         data = envelope.original_content or b""
-        await asyncio.to_thread(self._write, item, header + data)
+        item = await keep(self.folder, envelope.mail_from or "", envelope.rcpt_tos, data)
         return f"250 2.0.0 OK: queued as {item[:12]}"
 
-    def _write(self, item: str, data: bytes) -> None:
-        # 0600: the inbox holds other people's mail, confirmation links included
-        write_private_file(self.folder / f"{item}.eml", data)
+
+async def keep(folder: Path, mail_from: str, rcpt_tos: list[str], data: bytes) -> str:
+    """Store one received message in the inbox folder; returns its item id."""
+    item = uuid.uuid4().hex
+    header = (
+        f"X-Postway-Inbox-From: {mail_from}\r\nX-Postway-Inbox-To: {', '.join(rcpt_tos)}\r\n"
+    ).encode()
+    # 0600: the inbox holds other people's mail, confirmation links included
+    await asyncio.to_thread(write_private_file, folder / f"{item}.eml", header + data)
+    return item
 
 
 class LocalInbox:
@@ -158,3 +175,52 @@ def demo_banner(host: str, port: int, token: str | None) -> str:
         f"`postway token list {DEMO_EMAIL}` lists it; after `postway token revoke ID` the next "
         "start makes and prints a new one."
     )
+
+
+def demo_google(rt: Runtime, callback_path: str) -> Starlette:
+    """The stand-in for Google, to mount at DEMO_GOOGLE_PATH, with Postway's Google settings
+    pointed at it (call before anything builds a Google client). Mail it sends lands in the
+    local inbox."""
+    base = rt.public_url.rstrip("/")
+    rt.settings.google_base_url = base + DEMO_GOOGLE_PATH
+    rt.settings.google_client_id = google_standin.DEMO_CLIENT_ID
+    rt.settings.google_client_secret = google_standin.DEMO_CLIENT_SECRET
+    state = google_standin.demo_state(DEMO_ALIAS, alias_name="Demo Sales")
+    state.redirect_uris = {base + callback_path}  # codes go back to this Postway only
+    state.on_send = lambda sent: _to_inbox(rt, sent)
+    return google_standin.create_app(state)
+
+
+async def _to_inbox(rt: Runtime, sent: google_standin.SentMail) -> None:
+    """Gmail delivered `sent`: put it in the local inbox. The inbox page shows an item to the
+    organisation whose delivery its signed return path names, so the item gets the return
+    path of the delivery it carries: one of the account owner's Gmail deliveries of this
+    Message-ID and these recipients (Bcc copies included)."""
+    if rt.inbox is None or not sent.recipients:
+        return
+    head = BytesHeaderParser(policy=policy.default).parsebytes(sent.raw)
+    mid = str(head.get("Message-ID", "")).strip()
+    ids = [mid, mid.strip("<>"), f"<{mid.strip('<>')}>"] if mid else []
+    async with rt.db.reader() as s:
+        owners = select(ConnectedAccount.user_id).where(
+            ConnectedAccount.provider == GMAIL_PROVIDER,
+            func.lower(ConnectedAccount.address) == sent.account.lower(),
+        )
+        delivery = await s.scalar(
+            select(Delivery.id)
+            .join(Message, Message.id == Delivery.message_id)
+            .where(
+                Message.message_id_header.in_(ids),
+                Delivery.user_id.in_(owners),
+                Delivery.channel == ChannelName.GMAIL.value,
+                func.lower(Delivery.recipient).in_(list(sent.recipients)),
+            )
+            .limit(1)
+        )
+    settings = rt.settings
+    mail_from = (
+        make_return_path(delivery, settings.resolved_secret_key(), settings.bounce_domain)
+        if delivery is not None
+        else sent.account
+    )
+    await keep(rt.inbox.folder, mail_from, list(sent.recipients), sent.raw)

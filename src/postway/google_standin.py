@@ -532,8 +532,7 @@ def _consent_page(state: GoogleStandIn, p: dict[str, str], chosen: Account) -> H
     )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in - Google Accounts (stand-in)</title>
-<style>body{{font-family:sans-serif;max-width:32em;margin:3em auto}}
-button{{font-size:1em;padding:.5em 1.5em;margin-right:1em}}</style></head><body>
+<link rel="stylesheet" href="consent.css"></head><body>
 <p><strong>Google (stand-in)</strong>: nothing here talks to Google.</p>
 <h1>Postway wants to access your Google Account</h1>
 <form method="post" action="auth">{hidden}
@@ -543,6 +542,17 @@ button{{font-size:1em;padding:.5em 1.5em;margin-right:1em}}</style></head><body>
 <button type="submit" name="decision" value="deny">Deny</button>
 </form></body></html>"""
     return HTMLResponse(page)
+
+
+# A stylesheet of its own, not an inline <style>: mounted in Postway's demo, the page is
+# served under Postway's Content-Security-Policy (style-src 'self').
+_CONSENT_CSS = """body { font-family: sans-serif; max-width: 32em; margin: 3em auto; }
+button { font-size: 1em; padding: .5em 1.5em; margin-right: 1em; }
+"""
+
+
+async def _consent_css(request: Request) -> Response:
+    return Response(_CONSENT_CSS, media_type="text/css")
 
 
 async def _auth_page(request: Request) -> Response:
@@ -1030,6 +1040,7 @@ def create_app(state: GoogleStandIn) -> Starlette:
     app = Starlette(
         routes=[
             Route("/o/oauth2/v2/auth", _auth_page, methods=["GET", "POST"]),
+            Route("/o/oauth2/v2/consent.css", _consent_css, methods=["GET"]),
             Route("/token", _token, methods=["POST"]),
             Route("/revoke", _revoke, methods=["POST"]),
             Route("/v1/userinfo", _userinfo, methods=["GET", "POST"]),

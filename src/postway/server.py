@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy import func, select
 
 from postway import setup_token
+from postway.bounces.gmail_scan import GmailBounceScanner
 from postway.bounces.imap_scan import ImapBounceScanner
 from postway.config import Settings
 from postway.demo import LocalInbox, demo_banner, seed_demo
@@ -52,6 +53,7 @@ async def run_server(
     server: uvicorn.Server | None = None
     intake: BounceIntake | None = None
     scanner: ImapBounceScanner | None = None
+    gmail_scanner: GmailBounceScanner | None = None
     try:
         if bounce_port:
             intake = await _start_intake(rt, host, bounce_port)
@@ -79,6 +81,11 @@ async def run_server(
             # custom SMTP senders' bounce mailboxes (IMAP), read next to the queue
             scanner = ImapBounceScanner(rt.db, rt.settings, rt.box)
             tasks.append(asyncio.create_task(scanner.run()))
+            # Gmail senders' mailboxes (accounts connected with bounce scanning)
+            gmail_scanner = GmailBounceScanner(
+                rt.db, rt.settings, rt.accounts, rt.new_google_api
+            )
+            tasks.append(asyncio.create_task(gmail_scanner.run()))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,6 +101,8 @@ async def run_server(
         rt.worker.stop() if worker else None
         if scanner is not None:
             scanner.stop()
+        if gmail_scanner is not None:
+            gmail_scanner.stop()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 10)

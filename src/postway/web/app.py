@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postway import __version__
+from postway.demo import DEMO_GOOGLE_PATH, demo_google
 from postway.errors import PostwayError
 from postway.runtime import Runtime
 from postway.web import admin_pages, api, bounce_mailbox, gmail_connect, inbox_pages, pages
@@ -103,6 +104,8 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(admin_pages.router)
     if rt.inbox is not None:
         app.include_router(inbox_pages.router)
+        # demo only: a stand-in for Google, so connecting Gmail works offline (see demo.py)
+        app.mount(DEMO_GOOGLE_PATH, demo_google(rt, gmail_connect.CALLBACK_PATH))
     document_api(app)
     return app
 
