@@ -114,7 +114,16 @@ def _status_part_text(part: Message) -> str:
 
 
 def delivery_status_text(msg: Message) -> str | None:
-    """The concatenated text of all message/delivery-status parts, or None if there is none."""
+    """The concatenated text of all message/delivery-status parts, or None if there is none
+    (read once per message: several readers of one report ask for it)."""
+    if "_postway_dsn_text" in msg.__dict__:
+        return msg.__dict__["_postway_dsn_text"]
+    text = _delivery_status_text(msg)
+    msg.__dict__["_postway_dsn_text"] = text
+    return text
+
+
+def _delivery_status_text(msg: Message) -> str | None:
     texts = [
         _status_part_text(p)
         for p in walk(msg)

@@ -61,17 +61,34 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
 
 
 def content_type(part: Message) -> str:
-    """The lower-cased content type; a malformed value counts as text/plain."""
+    """The lower-cased content type; a malformed value counts as text/plain.
+
+    Kept on the part once read: every reader of a report asks each part for it again, and
+    the email package re-parses the header on every call (the hottest path of the parser)."""
+    cached = part.__dict__.get("_postway_ctype")
+    if cached is not None:
+        return cached
     try:
         ctype = part.get_content_type()
     except Exception:  # noqa: BLE001
-        return "text/plain"
-    return ctype.split()[0] if ctype else "text/plain"
+        ctype = ""
+    value = ctype.split()[0] if ctype else "text/plain"
+    part.__dict__["_postway_ctype"] = value
+    return value
 
 
 def part_text(part: Message) -> str:
     """A leaf part's body as text: transfer-decoded, charset-decoded with fallbacks, and cut to
-    MAX_PART_CHARS (what follows is never read)."""
+    MAX_PART_CHARS (what follows is never read). Decoded once per part."""
+    cached = part.__dict__.get("_postway_text")
+    if cached is not None:
+        return cached
+    text = _part_text(part)
+    part.__dict__["_postway_text"] = text
+    return text
+
+
+def _part_text(part: Message) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001

@@ -101,16 +101,18 @@ class Facts:
         return found
 
 
-def _code_matches(pattern: str, status: str) -> bool:
-    if not status:
-        return False
-    if pattern[0] == "X":
-        if status[0] not in "45":
-            return False
-        pattern = status[0] + pattern[1:]
-    if pattern.endswith(".*"):
-        return status.startswith(pattern[:-1])
-    return status == pattern
+def _code_set(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Status patterns as exact codes and prefixes ("X.1.1" is 4.1.1 and 5.1.1; "X.7.*" is
+    every 4.7.x and 5.7.x), so that a rule asks a set and a tuple, not a loop."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for pattern in patterns:
+        for p in ((f"4{pattern[1:]}", f"5{pattern[1:]}") if pattern[0] == "X" else (pattern,)):
+            if p.endswith(".*"):
+                prefixes.append(p[:-1])
+            else:
+                exact.add(p)
+    return frozenset(exact), tuple(prefixes)
 
 
 def _snippet(low: str, m: re.Match[str]) -> str:
@@ -137,7 +139,8 @@ def holds(rule: Rule, f: Facts) -> str | None:
             return None
         evidence.append(f"the sending system's label: {f.label}")
     if rule.codes:
-        if not any(_code_matches(c, f.status) for c in rule.codes):
+        exact, prefixes = _CODE_SETS[rule.id]
+        if f.status not in exact and not (prefixes and f.status.startswith(prefixes)):
             return None
         evidence.append(f"status {f.status}")
     if rule.named:
@@ -398,6 +401,7 @@ RULES: tuple[Rule, ...] = (
 )
 RULES = tuple(sorted(RULES, key=lambda r: r.priority))
 BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
+_CODE_SETS = {r.id: _code_set(r.codes) for r in RULES}
 if len(BY_ID) != len(RULES):
     raise ValueError("rule ids must be unique")
 
