@@ -34,12 +34,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from postway.bounces.imap_scan import oldest_awaiting_send
 from postway.bounces.mailbox_match import (
     IGNORED,
     MailboxOwner,
     Matched,
     apply_mailbox_report,
+    oldest_awaiting_send,
     remember,
     seen_ids,
 )

@@ -36,32 +36,32 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from postway.bounces.mailbox_match import (
     IGNORED,
     MailboxOwner,
     Matched,
     apply_mailbox_report,
+    oldest_awaiting_send,
     remember,
     seen_ids,
 )
 from postway.channels.smtp import resolve_relay
 from postway.config import Settings
-from postway.domain.states import ChannelName, DeliveryState
+from postway.domain.states import ChannelName
 from postway.errors import ChannelError
 from postway.mta.smtp_client import tls_context
 from postway.security import SecretBox
 from postway.store.bounce_mailbox import ImapMailbox, mailbox_of, record_check
 from postway.store.db import Database
-from postway.store.models import ChannelSetting, Delivery, utcnow
+from postway.store.models import ChannelSetting, utcnow
 
 log = logging.getLogger("postway.bounces")
 
 T = TypeVar("T")
 Runner = Callable[..., Awaitable[Any]]
 CHANNELS = (ChannelName.SMTP.value,)
-AWAITING = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
 IDLE_MAX = 29 * 60.0  # RFC 2177: re-issue IDLE at least every 29 minutes
 # Messages that look like delivery reports; each one is confirmed by parsing it.
 REPORT_SIGNS = (
@@ -355,24 +355,6 @@ async def check_mailbox(mb: ImapMailbox, settings: Settings) -> MailboxCheck:
     return MailboxCheck(
         True, "done", f"logged in to {mb.host} and opened {mb.folder} (read-only)"
     )
-
-
-async def oldest_awaiting_send(
-    db: Database, owner: MailboxOwner, window_days: float
-) -> datetime | None:
-    """When the oldest delivery still awaiting a possible bounce was handed over: sent
-    through the owner's channels within the window, not yet bounced. None: nothing awaits."""
-    since = utcnow() - timedelta(days=window_days)
-    async with db.reader() as s:
-        return await s.scalar(
-            select(func.min(Delivery.updated_at)).where(
-                Delivery.org_id == owner.org_id,
-                Delivery.user_id == owner.user_id,
-                Delivery.channel.in_(owner.channels),
-                Delivery.state.in_(AWAITING),
-                Delivery.updated_at >= since,
-            )
-        )
 
 
 async def scan_mailbox(

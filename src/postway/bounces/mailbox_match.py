@@ -25,6 +25,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -285,4 +286,26 @@ async def count_reports(db: Database, user_id: str, mailbox: str) -> int:
                 .where(MailboxReport.user_id == user_id, MailboxReport.mailbox == mailbox)
             )
             or 0
+        )
+
+
+# Deliveries a bounce could still arrive for: handed over, not yet bounced.
+AWAITING = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
+
+
+async def oldest_awaiting_send(
+    db: Database, owner: MailboxOwner, window_days: float
+) -> datetime | None:
+    """When the oldest delivery still awaiting a possible bounce was handed over: sent
+    through the owner's channels within the window, not yet bounced. None: nothing awaits."""
+    since = utcnow() - timedelta(days=window_days)
+    async with db.reader() as s:
+        return await s.scalar(
+            select(func.min(Delivery.updated_at)).where(
+                Delivery.org_id == owner.org_id,
+                Delivery.user_id == owner.user_id,
+                Delivery.channel.in_(owner.channels),
+                Delivery.state.in_(AWAITING),
+                Delivery.updated_at >= since,
+            )
         )

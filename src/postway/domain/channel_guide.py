@@ -23,7 +23,9 @@ GUIDE: dict[ChannelName, dict[str, str]] = {
         "from": "Recipients see the address of your one connected Gmail account (an identity "
         "that is one of that account's verified send-as aliases keeps its own address).",
         "via": 'No "via" tag: the mail comes from Google\'s servers for your domain.',
-        "bounces": "Bounces arrive in your Gmail inbox; they are not captured automatically.",
+        "bounces": "Bounces arrive in your Gmail inbox. Connect with bounce scanning and "
+        "Postway reads them there (never changing your mailbox) and lists them under Failed "
+        "Deliveries; without it they are not captured.",
         "sent_copy": "A copy is filed in Gmail's Sent folder.",
         "dmarc": "Your company domain's own reputation and DMARC apply.",
     },
@@ -31,8 +33,9 @@ GUIDE: dict[ChannelName, dict[str, str]] = {
         "title": "Your own SMTP server",
         "from": "Recipients see your identity's address (your server may rewrite it).",
         "via": 'No "via" tag: the mail leaves from your own server.',
-        "bounces": "Bounces go to your server's mailbox; rejections your server reports while "
-        "sending are shown under Failed Deliveries.",
+        "bounces": "Rejections your server reports while sending are shown under Failed "
+        "Deliveries; later bounces go to your server's mailbox, and Postway finds them there "
+        "if you give it that mailbox over IMAP (read-only).",
         "sent_copy": "No copy in your Sent folder unless your server files one.",
         "dmarc": "Your own server's authentication (SPF, DKIM, DMARC) applies.",
     },
