@@ -215,3 +215,45 @@ def shot() -> Callable[[Page, str], Path]:
 @pytest.fixture
 def login() -> Callable[..., None]:
     return log_in
+
+
+@dataclass
+class Demo:
+    url: str
+    email: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`postway serve --demo`: a seeded administrator, the local inbox, bounce.test bouncing
+    and defer.test deferring; every page has something to show."""
+    from postway.demo import DEMO_EMAIL, DEMO_PASSWORD
+
+    data = tmp_path_factory.mktemp("postway-demo")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTWAY_")}
+    env.update(
+        POSTWAY_DATA_DIR=str(data / "data"),
+        POSTWAY_SECRET_KEY="browser-demo-secret-key-0123456789abcdef",
+        POSTWAY_WORKER_POLL_SECONDS="0.2",
+    )
+    log = data / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*_postway(), "serve", "--demo", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(proc, url, Server(url, None, log))  # type: ignore[arg-type]
+        yield Demo(url, DEMO_EMAIL, DEMO_PASSWORD)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
