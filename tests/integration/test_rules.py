@@ -71,6 +71,18 @@ async def test_blocked_domain_fails_with_reason_and_others_go(env, smtp_server):
     assert {i["reason"] for i in failed["items"]} == {"blocked-domain"}
 
 
+async def test_blocked_domains_api_refuses_what_is_not_a_domain(env, smtp_server):
+    acct, _, _ = await sender(env, smtp_server)
+    ok = await acct.client.put("/api/v1/blocked-domains", json={"domains": ["@Rival.Example"]})
+    assert ok.status_code == 200 and ok.json() == {"domains": ["rival.example"]}
+    for bad in ("not a domain", "ex..com", "-x.example"):
+        r = await acct.client.put("/api/v1/blocked-domains", json={"domains": ["a.example", bad]})
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["field"] == "domains" and "domains[1]" in r.json()["error"]
+    kept = await acct.client.get("/api/v1/blocked-domains")
+    assert kept.json() == {"domains": ["rival.example"]}
+
+
 async def test_suppressed_recipient_is_not_attempted_until_lifted(env, smtp_server):
     acct, identity_id, srv = await sender(env, smtp_server)
     async with env.rt.db.session() as s, s.begin():

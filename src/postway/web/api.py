@@ -12,7 +12,6 @@ from sqlalchemy import select
 from postway.delivery.queue_admin import get_delivery, retry_now
 from postway.delivery.submit import AttachmentIn as SubmitAttachment
 from postway.delivery.submit import SendRequest, accept_message, accept_messages
-from postway.domain.addresses import domain_of
 from postway.domain.channel_guide import explain
 from postway.domain.states import ChannelName
 from postway.domain.throttle import parse_limits
@@ -22,6 +21,7 @@ from postway.store import identities as ids
 from postway.store import messages as msgs
 from postway.store import users
 from postway.store.models import Delivery, Message, Organisation, Suppression, utcnow
+from postway.store.org_rules import clean_domains, set_blocked_domains
 from postway.web import verification
 from postway.web.channel_choice import check_relay, current_channel, save_channel
 from postway.web.deps import Admin, Caller, RuntimeDep
@@ -345,18 +345,10 @@ async def get_blocked(who: Caller, rt: RuntimeDep) -> BlockedDomainsIn:
     "/blocked-domains", response_model=BlockedDomainsIn, responses=error_responses(403, 404)
 )
 async def put_blocked(body: BlockedDomainsIn, who: Admin, rt: RuntimeDep) -> BlockedDomainsIn:
-    cleaned = []
-    for i, d in enumerate(body.domains):
-        try:
-            cleaned.append(domain_of("x@" + d.strip().lstrip("@")))
-        except InvalidInput as exc:
-            raise InvalidInput(f"domains[{i}]: '{d}' is not a domain name", "domains") from exc
+    # the same checks as the admin page (org_rules), before any transaction
+    cleaned = clean_domains(body.domains)
     async with rt.db.session() as s, s.begin():
-        org = await s.get(Organisation, who.org_id)
-        if org is None:
-            raise NotFound("organisation not found")
-        org.blocked_domains = sorted(set(cleaned))
-    return BlockedDomainsIn(domains=sorted(set(cleaned)))
+        return BlockedDomainsIn(domains=await set_blocked_domains(s, who.org_id, cleaned))
 
 
 @router.get("/throttle", response_model=ThrottleIO)
