@@ -70,6 +70,10 @@ _NOT_RECIPIENT_RE = re.compile(
 # Addresses right after these words are the sender or an alias, not a failed recipient.
 _NOT_FAILED_CONTEXT_RE = re.compile(
     r"(?:mail from:?|envelope-from|generated from|return-path:|sender:?)\s*<?\s*$", re.I)
+# The help desk a report points to (Postfix bounce(5) templates: "For further assistance,
+# please send mail to <postmaster>", site templates "please contact <...>") is no recipient,
+# wherever else the report names it again.
+_HELP_DESK_CONTEXT_RE = re.compile(r"(?:contact|send mail to|write to)\s*<?\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -160,11 +164,16 @@ def prose_recipients(text: str, exclude: set[str]) -> list[ProseRecipient]:
     from its first mention to the next address's first mention (report order kept)."""
     first: dict[str, int] = {}
     previous = -1  # the latest start so far (kept, not recomputed: thousands of addresses)
+    help_desk: set[str] = set()
     for m in _ADDRESS_RE.finditer(text):
         address = m.group(0).strip(".").lower()
-        if address in first or address in exclude or _NOT_RECIPIENT_RE.match(address):
+        if (address in first or address in exclude or address in help_desk
+                or _NOT_RECIPIENT_RE.match(address)):
             continue
         if _NOT_FAILED_CONTEXT_RE.search(text, max(0, m.start() - 40), m.start()):
+            continue
+        if _HELP_DESK_CONTEXT_RE.search(text, max(0, m.start() - 40), m.start()):
+            help_desk.add(address)
             continue
         # A transcript line such as ">>> RCPT To:<addr>" names the command before the address.
         line_start = text.rfind("\n", max(0, m.start() - 200), m.start()) + 1

@@ -164,7 +164,8 @@ def _from_dsn(
         known = None if preset and preset not in RETRY_REASONS else provider_decision(
             recipient, entry.remote_mta, words or nearby, status, command, reporter)
         decision = known or decide(status, words, command, entry.action,
-                                   diagnostic_type=dtype, preset=preset, label=label)
+                                   diagnostic_type=dtype, preset=preset, label=label,
+                                   explanation=context if len(dsn) == 1 else "")
         if decision.reason in ("onhold", "undefined") and nearby:
             better = decide(status, f"{words}\n{nearby}", command, entry.action,
                             diagnostic_type=dtype, preset=preset, label=label)

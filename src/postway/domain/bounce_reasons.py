@@ -183,7 +183,7 @@ def reason_for(
 def decide(
     status: str | None, text: str, command: str | None = None, action: str | None = None,
     *, diagnostic_type: str | None = None, preset: str | None = None,
-    label: Decision | None = None, reply: int | None = None,
+    label: Decision | None = None, reply: int | None = None, explanation: str = "",
 ) -> Decision:
     """Decide the reason from the enhanced status, the diagnostic words and the SMTP command
     the failure answered (CONN, HELO, MAIL, RCPT, DATA or None when unknown), by the rule
@@ -191,7 +191,8 @@ def decide(
 
     `preset` is a reason the sending system's own label names (`label` says which label);
     it stands unless it is one a closer look may sharpen, in which case it takes its place
-    among the rules.
+    among the rules. `explanation` is the report's own human-readable text (RFC 3464 section
+    2.1), given when the report concerns one recipient only.
     """
     status = status or ""
     if preset and preset not in RETRY_REASONS:
@@ -213,7 +214,8 @@ def decide(
     elif reply is None:
         reply = find_code(low[:200])
     facts = Facts(status, named, low, command, act, dtype,
-                  preset if preset not in (None, "onhold", "undefined") else "", reply)
+                  preset if preset not in (None, "onhold", "undefined") else "", reply,
+                  _normalise(explanation) if explanation else "")
     found = first_rule(facts, named)
     if found is not None:
         if label is not None and found.rule.startswith("label.") and found.reason == preset:

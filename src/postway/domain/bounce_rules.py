@@ -57,6 +57,8 @@ class Rule:
     dtype:       the Diagnostic-Code type starts with this ("x-unix")
     actions:     the DSN action starts with one of these
     label:       the sending system's own label names this reason (`engines`, `providers`)
+    explained:   keys of PHRASES, one must match the report's own explanation (RFC 3464
+                 section 2.1, the human-readable part), given only for a one-recipient report
     reason "":   the reason is the one the status code names (or the label)
     """
 
@@ -76,18 +78,20 @@ class Rule:
     dtype: str = ""
     actions: tuple[str, ...] = ()
     label: bool = False
+    explained: tuple[str, ...] = ()
 
 
 class Facts:
     """What one diagnostic says, with each word list searched at most once."""
 
     __slots__ = ("status", "named", "low", "command", "action", "dtype", "label", "reply",
-                 "_hits")
+                 "explanation", "_hits")
 
     def __init__(self, status: str, named: str, low: str, command: str | None, action: str,
-                 dtype: str, label: str, reply: int | None) -> None:
+                 dtype: str, label: str, reply: int | None, explanation: str = "") -> None:
         self.status, self.named, self.low, self.command = status, named, low, command
         self.action, self.dtype, self.label, self.reply = action, dtype, label, reply
+        self.explanation = explanation  # normalised like `low`; "" when not given
         self._hits: dict[str, re.Match[str] | None] = {}
 
     def words(self, key: str) -> re.Match[str] | None:
@@ -133,6 +137,8 @@ def holds(rule: Rule, f: Facts) -> str | None:
         return None
     if rule.actions and not f.action.startswith(rule.actions):
         return None
+    if rule.explained and not f.explanation:
+        return None
     evidence: list[str] = []
     if rule.label:
         if not f.label or (rule.reason and f.label != rule.reason):
@@ -164,6 +170,12 @@ def holds(rule: Rule, f: Facts) -> str | None:
         evidence.append(f'"{_snippet(f.low, m)}"')
     if any(f.words(k) for k in rule.unless):
         return None
+    if rule.explained:
+        m = next((m for k in rule.explained
+                  if (p := PHRASES.get(k)) is not None and (m := p.search(f.explanation))), None)
+        if m is None:
+            return None
+        evidence.append(f'the report\'s explanation: "{_snippet(f.explanation, m)}"')
     if not evidence:
         if f.command and rule.commands is not None:
             evidence.append(f"command {f.command}")
@@ -252,12 +264,29 @@ RULES: tuple[Rule, ...] = (
           "RFC 4954 530 5.7.0 'Authentication required'; RFC 3207 530 'Must issue a STARTTLS "
           "command first'; RFC 3463 X.7.10/X.7.11 encryption required",
           words=("authrequired",), smtp=True),
+    # A catch-all "user unknown" reply sharpened by the report's own explanation: many MTAs
+    # answer 550 "User unknown" for a mailbox that exists but cannot receive (au/KDDI states
+    # that a mailbox that cannot receive may be answered by an NDR rather than a 550 at RCPT),
+    # while the reporting MTA's human-readable part (RFC 3464 section 2.1) names the state.
+    _rule("explained.mailbox-full", 680, "mailboxfull",
+          "RFC 3464 section 2.1 (the report's human-readable explanation) naming a full "
+          "mailbox (RFC 3463 X.2.2, Postfix/Sendmail/Dovecot quota texts) where the remote's "
+          "reply is only 'user unknown'", words=("userunknown",), explained=("mailboxfull",),
+          smtp=True),
+    _rule("explained.suspended", 690, "suspend",
+          "RFC 3464 section 2.1 (the report's human-readable explanation) naming a disabled "
+          "account (RFC 3463 X.2.1 'Mailbox disabled'; au/KDDI 'The user(s) account is "
+          "disabled', au.com sending specification) where the reply is only 'user unknown'",
+          words=("userunknown",), explained=("suspend",), smtp=True),
     # --- the address --------------------------------------------------------------------------
     _rule("status.bad-mailbox", 700, "userunknown",
           f"{RFC3463} X.1.1 Bad destination mailbox address, X.1.0, X.1.3 bad syntax "
           "(unless the words show the code was reused for a refusal)",
           codes=("5.1.0", "5.1.1", "5.1.3", "4.1.1"), unless=_SOFT_CONTEXT, smtp=True),
-    _rule("label.user-unknown", 705, "userunknown",
+    # After status.filtered: a reporting MTA's category (PowerMTA's bad-mailbox is its own
+    # pattern match of the remote reply) is a second reading of the same words, so a status
+    # the remote server gave that says the mailbox exists (RFC 3463 X.2.x) outranks it.
+    _rule("label.user-unknown", 801, "userunknown",
           "The sending system's own label (Exchange RESOLVER.ADR.RecipientNotFound 5.1.10, "
           "PowerMTA bad-mailbox)", label=True, smtp=True),
     _rule("words.user-unknown-at-rcpt", 710, "userunknown",
