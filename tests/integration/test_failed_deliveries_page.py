@@ -215,3 +215,26 @@ async def test_live_parts_answer_their_owner_only_and_stop_when_final(env: Env) 
             done = await web.get(part)
             assert "data-live-url" not in done.text  # final: the script stops polling
             assert "Every recipient has an answer." in done.text
+
+
+async def test_pages_describe_a_greylisting_as_try_again_later_not_a_block(env: Env) -> None:
+    greylisted, blocked = "slow@example.org", "shut@example.org"
+    replies = {
+        greylisted: "451 4.7.1 Greylisted, please try again later",
+        blocked: "554 5.7.1 Service unavailable; client host blocked using a block list",
+    }
+    with ScriptedSMTPServer(rcpt_replies=replies) as relay:
+        acct, identity = await env.relay_sender(relay.port)
+        ids = await send(acct, identity, [greylisted, blocked])
+        await env.drain(rounds=3)
+    web, _ = await logged_in(env, acct.email)
+    async with aclosing(web):
+        page = (await web.get(f"/messages/{ids['message']}")).text
+    words = dict(
+        re.findall(
+            r'data-recipient="([^"]+)".*?<span class="reason-words">([^<]*)</span>', page, re.S
+        )
+    )
+    later = "The receiving server asked us to try again later; Postway will retry."
+    assert words[greylisted] == later
+    assert "allow-list" in words[blocked]

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from postway.domain.channel_guide import GUIDE
+from postway.domain.reason_words import SENTENCES, describe
 from postway.errors import Forbidden, PostwayError
 from postway.store.users import Principal
 from postway.web.deps import page_caller
@@ -39,41 +40,17 @@ STATE_WORDS = {
     "suppressed": ("Not sent", "this address bounced before, so it is skipped"),
 }
 
+# Postway's own reasons (decided before or instead of sending). Bounce reasons, which name
+# what a remote server said, are described by domain.reason_words.describe.
 REASON_WORDS = {
-    "userunknown": "the mailbox does not exist",
-    "hostunknown": "the recipient's domain does not exist",
-    "mailboxfull": "the mailbox is full",
-    "hasmoved": "the recipient has moved",
-    "filtered": "the recipient's server filtered it",
-    "rejected": "the recipient's server rejected the sender",
-    "blocked": "the sending server is blocked by the recipient's server",
-    "spamdetected": "it was taken for spam",
-    "virusdetected": "a virus was reported in it",
-    "policyviolation": "it broke the recipient's mail policy",
-    "mesgtoobig": "it is too large for the recipient's server",
-    "exceedlimit": "it is over the recipient's size limit",
-    "expired": "gave up after retrying for too long",
-    "networkerror": "the connection to the mail server failed",
-    "authfailure": "the mail server rejected the login or the sender's authentication",
-    "norelaying": "the server refused to relay it",
-    "ratelimited": "the server is limiting how fast mail may be sent",
-    "toomanyconn": "too many connections to the server",
-    "suspend": "the mailbox is suspended",
-    "syntaxerror": "the server did not understand the request",
-    "securityerror": "a security check failed",
-    "systemerror": "the receiving system had an error",
-    "systemfull": "the receiving system is out of space",
-    "contenterror": "the content was refused",
-    "notaccept": "the domain accepts no mail",
-    "requireptr": "the sending server has no reverse DNS name",
-    "badreputation": "the sender's reputation is too low",
-    "notcompliantrfc": "the message breaks the mail standards",
-    "speeding": "too much mail too quickly",
-    "mailererror": "the receiving mail program failed",
     "blocked-domain": "the recipient's domain is on your organisation's blocked list",
     "suppressed": "this address bounced before, so Postway did not send to it",
     "channel-error": "the delivery channel could not be used",
-    "undefined": "no reason given",
+    "channel-paused": "sending through your connected account is paused; it resumes by itself",
+    "channel-disconnected": "your connected account needs to be reconnected; reconnect it on "
+    "the channel page and the mail goes out",
+    "throttled": "waiting for the mailbox's sending limit to allow it",
+    "purged": "an administrator took it out of the queue",
 }
 
 FIELD_WORDS = {
@@ -124,8 +101,28 @@ def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
 
 
-def reason_words(reason: str | None) -> str:
-    return REASON_WORDS.get(reason or "", "") if reason else ""
+def reason_words(
+    reason: str | None,
+    status: str | None = None,
+    hard: bool | None = None,
+    diagnostic: str | None = None,
+) -> str:
+    """The reason in plain words: a bounce reason read together with its status and the
+    server's words (a greylisting 4.7.1 is "try again later", not a block)."""
+    if not reason:
+        return ""
+    if reason in SENTENCES:
+        return describe(reason, bool(hard), status, diagnostic)
+    return REASON_WORDS.get(reason, "")
+
+
+def reason_label(reason: str | None) -> str:
+    """A short name for a reason, for menus: what happened, without the advice."""
+    if not reason:
+        return ""
+    if reason in SENTENCES:
+        return SENTENCES[reason][0]
+    return REASON_WORDS.get(reason, "")
 
 
 def sentence(words: str) -> str:
@@ -139,6 +136,7 @@ def sentence(words: str) -> str:
 
 templates.env.filters["when"] = when
 templates.env.filters["reason_words"] = reason_words
+templates.env.filters["reason_label"] = reason_label
 templates.env.filters["sentence"] = sentence
 templates.env.globals["STATE_WORDS"] = STATE_WORDS
 # short channel names for lists and menus (the guide's titles mark the default)
