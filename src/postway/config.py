@@ -178,7 +178,6 @@ class Settings(BaseSettings):
         description="Days raw bounce messages are kept; then they are deleted and only what "
         "they did (status, delivery, error) stays.",
     )
-
     # -- bounce mailboxes of custom SMTP senders (IMAP) --
     imap_poll_seconds: float = Field(
         300.0,

@@ -395,6 +395,7 @@ class AccountThread(Base):
     thread_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+
 class MailboxReport(Base):
     """One message of a user's own mailbox that a bounce scan has read (IMAP now, Gmail
     next), remembered so no scan reads or applies it twice. `mailbox` names the mailbox

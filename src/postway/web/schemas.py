@@ -338,6 +338,7 @@ class ThrottleIO(ThrottleLimits):
 
     channels: dict[str, ThrottleLimits] | None = None
 
+
 class BounceMailboxIn(Strict):
     """The IMAP mailbox where a custom SMTP relay's bounces arrive. `security`: tls (port
     993), starttls (143) or none (only to a server on this machine). With
