@@ -15,6 +15,7 @@ from email.message import Message
 
 from postway.bounces.mime import header
 from postway.domain.bounce_rules import Decision
+from postway.domain.regex_anchors import Prefiltered
 
 # PowerMTA's bounce categories (its documented acct-file classification).
 _POWERMTA: dict[str, str] = {
@@ -83,6 +84,13 @@ _QMAIL_RE = re.compile(r"this is the qmail-send program|\(qmail \d+ invoked for 
                        re.IGNORECASE)
 
 
+# The same patterns behind a cheap test for a literal each match needs (`regex_anchors`): the
+# report-wide signs are read over up to 20,000 characters, where most are absent.
+_POWERMTA_FAST = Prefiltered(_POWERMTA_RE)
+_MICROSOFT_SIGN_FAST = Prefiltered(_MICROSOFT_SIGN_RE)
+_QMAIL_FAST = Prefiltered(_QMAIL_RE)
+_SENTENCES_FAST = tuple(Prefiltered(p) for p, _, _ in _PRODUCT_SENTENCES + _QMAIL_SENTENCES)
+
 _TEXT_READ = 20_000  # characters of the report (and of a diagnostic) these labels are read in
 
 
@@ -102,17 +110,17 @@ class ReportSigns:
 def report_signs(msg: Message, body: str) -> ReportSigns:
     """Read the report-wide signs of `msg`, whose text (outside any diagnostic) is `body`."""
     text = body[:_TEXT_READ]
-    m = _POWERMTA_RE.search(text)
+    low = text.lower()
+    m = _POWERMTA_FAST.search(text, low)
     category = m.group(1) if m else header(msg, "X-PowerMTA-BounceCategory")
     received = " ".join(str(v) for v in (msg.get_all("Received") or [])[:5])
-    low = text.lower()
     return ReportSigns(
         powermta=category.strip().lower(),
-        microsoft_sign=bool(_MICROSOFT_SIGN_RE.search(text)),
+        microsoft_sign=bool(_MICROSOFT_SIGN_FAST.search(text, low)),
         microsoft_ndr_header=bool(header(msg, "X-MS-Exchange-Message-Is-Ndr")),
-        qmail=bool(_QMAIL_RE.search(text) or _QMAIL_RE.search(received)
+        qmail=bool(_QMAIL_FAST.search(text, low) or _QMAIL_FAST.search(received)
                    or "invoked for bounce" in received),
-        sentences=tuple(bool(p.search(low)) for p, _, _ in _PRODUCT_SENTENCES + _QMAIL_SENTENCES),
+        sentences=tuple(bool(p.search(low)) for p in _SENTENCES_FAST),
     )
 
 
@@ -140,21 +148,22 @@ def engine_decision(
     recipients."""
     signs = signs or report_signs(msg, body)
     diagnostic = diagnostic[:_TEXT_READ]
-    m = _POWERMTA_RE.search(diagnostic)
+    low = diagnostic.lower()
+    m = _POWERMTA_FAST.search(diagnostic, low)
     category = m.group(1).strip().lower() if m else signs.powermta
     if category in _POWERMTA:
         return Decision(_POWERMTA[category], "engine.powermta-category", _POWERMTA_SRC,
                         f"X-PowerMTA-BounceCategory: {category}")
     if status in _MICROSOFT_CODES and (
-            _MICROSOFT_SIGN_RE.search(diagnostic) or signs.microsoft_sign
+            _MICROSOFT_SIGN_FAST.search(diagnostic, low) or signs.microsoft_sign
             or signs.microsoft_ndr_header or _is_extended(status)):
         return Decision(_MICROSOFT_CODES[status], "engine.microsoft-ndr-code", _MICROSOFT_SRC,
                         f"status {status} in an Exchange/Microsoft 365 report")
-    low = diagnostic.lower()
-    qmail = signs.qmail or bool(_QMAIL_RE.search(diagnostic))
+    qmail = signs.qmail or bool(_QMAIL_FAST.search(diagnostic, low))
     sentences = _PRODUCT_SENTENCES + (_QMAIL_SENTENCES if qmail else ())
-    for (pattern, reason, source), in_report in zip(sentences, signs.sentences, strict=False):
-        if in_report or pattern.search(low):
+    for (pattern, reason, source), fast, in_report in zip(
+            sentences, _SENTENCES_FAST, signs.sentences, strict=False):
+        if in_report or fast.search(low):
             return Decision(reason, "engine.product-sentence", source, pattern.pattern[:80])
     return None
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from postway.bounces.mime import ADDRESS_RE as _ADDRESS_RE
+from postway.domain.regex_anchors import Prefiltered
 
 # Lines that start the returned message (or its headers) in prose bounces.
 #
@@ -62,6 +63,8 @@ _COMMAND_CONTEXT_RE = re.compile(
     r"\s+from|data|helo|ehlo)",
     re.IGNORECASE | re.MULTILINE,
 )
+# A literal each alternative needs, tested before the pattern runs over a whole report.
+_COMMAND_CONTEXT_FAST = Prefiltered(_COMMAND_CONTEXT_RE)
 _NOT_RECIPIENT_RE = re.compile(
     r"^(?:mailer-daemon|postmaster|noreply|no-reply|mail-daemon|root|abuse|bounce[s]?|"
     r"daemon|mail_delivery|maildelivery|mdaemon|nobody)@", re.IGNORECASE)
@@ -119,8 +122,11 @@ def smtp_command(text: str) -> str | None:
 
     When a transcript shows several commands, the last one before the error counts.
     """
+    text = text[:32_000]
+    if not _COMMAND_CONTEXT_FAST.may_match(text):
+        return None
     found: str | None = None
-    for m in _COMMAND_CONTEXT_RE.finditer(text[:32_000]):
+    for m in _COMMAND_CONTEXT_RE.finditer(text):
         words = next((g for g in m.groups() if g), "")
         for pattern, name in _COMMANDS:
             if pattern.search(words):

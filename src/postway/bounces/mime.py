@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import email
 import email.header
-import email.policy
 import re
 from collections.abc import Iterator
 from email.message import Message
+
+from postway.bounces.mime_split import split_message
 
 # Bounded repeats keep the scan linear on hostile input (RFC 5321 limits: 64 and 255).
 ADDRESS_RE = re.compile(
@@ -24,9 +24,11 @@ MAX_HEADER_CHARS = 4 * 1024
 
 
 def parse_message(raw: bytes) -> Message:
-    """Parse bytes with the lenient compat32 policy (policy.default raises on bad headers)."""
+    """Parse bytes into the tree the lenient compat32 policy gives (policy.default raises on bad
+    headers), with the linear splitter of `mime_split` (the standard parser cost a third of
+    the classifier's time)."""
     # Normalise CRLF so header folding and body searches see one line ending.
-    return email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.compat32)
+    return split_message(raw.replace(b"\r\n", b"\n"))
 
 
 def header(msg: Message, name: str) -> str:

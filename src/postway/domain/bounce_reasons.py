@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from postway.domain.bounce_phrases import PHRASES
+from postway.domain.bounce_phrases import FAST_PHRASES
 from postway.domain.bounce_rules import (
     ONHOLD,
     RECIPIENT_REFUSAL_RE,
@@ -156,7 +156,7 @@ def matches(reason: str, text: str) -> bool:
     """Whether `text` (lower-cased, whitespace-collapsed) uses the wording of `reason`."""
     if reason == "rejected" and RECIPIENT_REFUSAL_RE.search(text):
         return False  # "recipient address rejected" is about the recipient, not the sender
-    pattern = PHRASES.get(reason)
+    pattern = FAST_PHRASES.get(reason)
     return bool(pattern and pattern.search(text))
 
 
@@ -168,7 +168,9 @@ def _normalise(text: str) -> str:
     "userunknown@" or "no-such-user@" must not decide the reason."""
     # A reply's verdict is in its first lines; reading more only costs time on hostile input.
     text = text[:_MAX_TEXT]
-    return _SPACE_RE.sub(" ", _ADDRESS_RE.sub(" <address> ", text)).strip().lower()
+    if "@" in text:  # no address without one: skip the pass
+        text = _ADDRESS_RE.sub(" <address> ", text)
+    return _SPACE_RE.sub(" ", text).strip().lower()
 
 
 def reason_for(

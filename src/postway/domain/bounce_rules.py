@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from postway.domain.bounce_phrases import PHRASES
+from postway.domain.bounce_phrases import FAST_PHRASES
 
 # Commands sent before DATA: a refusal there cannot be about the message's content.
 BEFORE_DATA = frozenset({"CONN", "HELO", "EHLO", "MAIL", "RCPT"})
@@ -97,7 +97,7 @@ class Facts:
     def words(self, key: str) -> re.Match[str] | None:
         if key in self._hits:
             return self._hits[key]
-        pattern = PHRASES.get(key)
+        pattern = FAST_PHRASES.get(key)
         found = pattern.search(self.low) if pattern is not None else None
         if key == "rejected" and found and RECIPIENT_REFUSAL_RE.search(self.low):
             found = None  # "recipient address rejected" is about the recipient, not the sender
@@ -171,8 +171,8 @@ def holds(rule: Rule, f: Facts) -> str | None:
     if any(f.words(k) for k in rule.unless):
         return None
     if rule.explained:
-        m = next((m for k in rule.explained
-                  if (p := PHRASES.get(k)) is not None and (m := p.search(f.explanation))), None)
+        m = next((m for k in rule.explained if (p := FAST_PHRASES.get(k)) is not None
+                  and (m := p.search(f.explanation))), None)
         if m is None:
             return None
         evidence.append(f'the report\'s explanation: "{_snippet(f.explanation, m)}"')

@@ -1,0 +1,329 @@
+"""Literal strings a pattern cannot match without: a cheap test before a costly search.
+
+`anchors(pattern)` reads a regular expression's source and returns, for each of its
+alternatives, a piece of literal text every match of that alternative contains, or None when
+some alternative has no such piece (then the pattern must always be searched). If none of the
+anchors occurs in a text (`str.__contains__`, a fast scan in C), the pattern cannot match it,
+so the search is skipped; otherwise the pattern is searched as before. The answer is the same
+either way, only cheaper: the bounce phrase lists are alternations of dozens of phrases, and
+most texts contain none of them.
+
+Only patterns compiled without re.IGNORECASE are to be given anchors (case folding makes
+"ſ" match "s"). The reader understands the syntax the phrase lists use and answers None to
+anything it does not know, which is always safe. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+
+MIN_ANCHOR = 3  # shorter pieces occur in nearly every text and would test nothing
+_CLASS_ESCAPES = frozenset("dDwWsSbBAZzGnrtfv0123456789")
+_QUANTIFIERS = frozenset("?*+{")
+_INLINE_FOLDING_RE = re.compile(r"\(\?[aiLmsux-]*[ix]")  # (?i) or (?x) anywhere
+
+
+def anchors(pattern: re.Pattern[str] | str) -> tuple[str, ...] | None:
+    """One necessary literal per alternative of `pattern`, or None if some alternative has
+    none (or the pattern uses flags or syntax this reader does not know)."""
+    if isinstance(pattern, re.Pattern):
+        if pattern.flags & (re.IGNORECASE | re.VERBOSE):
+            return None
+        source = pattern.pattern
+    else:
+        source = pattern
+    if _INLINE_FOLDING_RE.search(source):
+        return None
+    try:
+        found = _alternation(source)
+    except _Unknown:
+        return None
+    if found is None:
+        return None
+    # A piece that holds another is implied by it: "blocked " by "block".
+    unique = sorted(set(found), key=len)
+    kept: list[str] = []
+    for piece in unique:
+        if not any(k in piece for k in kept):
+            kept.append(piece)
+    return tuple(kept)
+
+
+class _Unknown(Exception):
+    """Syntax this reader does not follow."""
+
+
+def _split_top(source: str) -> list[str]:
+    """`source` cut at its top-level "|" (outside groups, classes and escapes)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(source):
+        c = source[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            i = _class_end(source, i)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(source[start:i])
+            start = i + 1
+        i += 1
+    parts.append(source[start:])
+    return parts
+
+
+def _class_end(source: str, i: int) -> int:
+    """The index after the character class opening at `i`."""
+    j = i + 1
+    if j < len(source) and source[j] == "^":
+        j += 1
+    if j < len(source) and source[j] == "]":
+        j += 1
+    while j < len(source) and source[j] != "]":
+        j += 2 if source[j] == "\\" else 1
+    if j >= len(source):
+        raise _Unknown
+    return j + 1
+
+
+def _group_end(source: str, i: int) -> int:
+    """The index after the group opening at `i`."""
+    depth, j = 0, i
+    while j < len(source):
+        c = source[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "[":
+            j = _class_end(source, j)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    raise _Unknown
+
+
+def _quantifier_end(source: str, i: int) -> int:
+    """The index after a quantifier starting at `i` (with its lazy/possessive mark), or `i`
+    when none starts there."""
+    if i >= len(source) or source[i] not in _QUANTIFIERS:
+        return i
+    if source[i] == "{":
+        close = source.find("}", i)
+        if close < 0 or not re.fullmatch(r"\d*,?\d*", source[i + 1:close]):
+            return i  # a literal "{"
+        i = close + 1
+    else:
+        i += 1
+    if i < len(source) and source[i] in "?+":
+        i += 1
+    return i
+
+
+def _mandatory(quantifier: str) -> bool:
+    """Whether a quantified item occurs at least once."""
+    if not quantifier:
+        return True
+    if quantifier[0] == "+":
+        return True
+    if quantifier[0] == "{":
+        low = quantifier[1:].split(",")[0].rstrip("}")
+        return bool(low) and int(low) >= 1
+    return False
+
+
+def _alternation(source: str) -> list[str] | None:
+    found: list[str] = []
+    for alternative in _split_top(source):
+        got = _sequence(alternative)
+        if got is None:
+            return None
+        found += got
+    return found
+
+
+def _sequence(source: str) -> list[str] | None:
+    """Anchors for one alternative: its longest literal run, else the anchors of a group it
+    cannot do without."""
+    runs: list[str] = []
+    groups: list[list[str]] = []
+    run: list[str] = []
+    i = 0
+
+    def cut() -> None:
+        if run:
+            runs.append("".join(run))
+            run.clear()
+
+    while i < len(source):
+        c = source[i]
+        if c == "(":
+            end = _group_end(source, i)
+            inner = source[i + 1:end - 1]
+            q_end = _quantifier_end(source, end)
+            cut()
+            if inner.startswith("?"):
+                if inner.startswith("?:"):
+                    inner = inner[2:]
+                elif inner.startswith("?P<"):
+                    inner = inner[inner.index(">") + 1:]
+                else:
+                    inner = None  # look-arounds, flags, back-references: no anchor
+            if inner is not None and _mandatory(source[end:q_end]):
+                got = _alternation(inner)
+                if got:
+                    groups.append(got)
+            i = q_end
+            continue
+        if c == "[":
+            cut()
+            i = _quantifier_end(source, _class_end(source, i))
+            continue
+        if c in ".^$":
+            cut()
+            i = _quantifier_end(source, i + 1)
+            continue
+        if c in _QUANTIFIERS or c in ")|":
+            raise _Unknown
+        if c == "\\":
+            if i + 1 >= len(source):
+                raise _Unknown
+            nxt = source[i + 1]
+            char = None if nxt in _CLASS_ESCAPES or nxt.isalnum() else nxt
+            step = 2
+        else:
+            char, step = c, 1
+        q_end = _quantifier_end(source, i + step)
+        quantifier = source[i + step:q_end]
+        if char is None:
+            cut()
+        elif quantifier:
+            cut()  # a repeated or optional character ends the run (it is not sure to be there)
+        else:
+            run.append(char)
+        i = q_end
+    cut()
+    best = max(runs, key=len, default="")
+    if len(best) >= MIN_ANCHOR:
+        return [best]
+    for group in groups:
+        if all(len(a) >= MIN_ANCHOR for a in group):
+            return group
+    return None
+
+
+def may_match(found: tuple[str, ...] | None, text: str) -> bool:
+    """False only when `text` holds none of the anchors (so the pattern cannot match)."""
+    if found is None:
+        return True
+    return any(a in text for a in found)
+
+
+def alternative_anchors(source: str) -> list[tuple[str, ...] | None] | None:
+    """For each top-level alternative of `source`, its anchors (None for an alternative that
+    has none); None when the source uses syntax this reader does not follow."""
+    if _INLINE_FOLDING_RE.search(source):
+        return None
+    try:
+        parts = _split_top(source)
+        found: list[tuple[str, ...] | None] = []
+        for part in parts:
+            got = _sequence(part)
+            found.append(_minimal(got) if got is not None else None)
+    except _Unknown:
+        return None
+    return found
+
+
+def _minimal(found: list[str]) -> tuple[str, ...]:
+    """The pieces, without those that hold another (implied by it: "blocked " by "block")."""
+    kept: list[str] = []
+    for piece in sorted(set(found), key=len):
+        if not any(k in piece for k in kept):
+            kept.append(piece)
+    return tuple(kept)
+
+
+class Prefiltered:
+    """A compiled pattern with its anchors: `search` answers as `pattern.search` does, at a
+    fraction of the cost on the texts that hold few of its phrases.
+
+    When no anchor occurs in the text the pattern cannot match, so nothing is searched. When
+    some do, only the alternatives whose anchors occur (in their order) are searched: the ones
+    left out cannot match anywhere in this text, so the leftmost match, and which alternative
+    gives it, are the same as the whole pattern's. The smaller patterns are compiled once each.
+
+    For a pattern compiled with re.IGNORECASE the anchors are read from its source and
+    lower-cased, and are used only on an ASCII text (lower-cased by the caller or here): there
+    case folding is plain lower-casing, while on other text "ſ" or "ı" match "s" or "i"."""
+
+    __slots__ = ("pattern", "anchors", "folded", "_alternatives", "_pieces", "_subsets")
+
+    _MAX_SUBSETS = 1024  # compiled sub-patterns kept per pattern
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.folded = bool(pattern.flags & re.IGNORECASE)
+        per = None if pattern.flags & re.VERBOSE else alternative_anchors(pattern.pattern)
+        if per is not None and self.folded:
+            per = [tuple(a.lower() for a in p) if p is not None else None for p in per]
+        self._alternatives = _split_top(pattern.pattern) if per is not None else []
+        self._pieces = per or []
+        if per is None or any(p is None for p in per):
+            self.anchors: tuple[str, ...] | None = None
+        else:
+            self.anchors = _minimal([a for p in per if p is not None for a in p])
+        self._subsets: dict[tuple[int, ...], re.Pattern[str]] = {}
+
+    def _haystack(self, text: str, low: str | None) -> str | None:
+        """The text the anchors are looked for in, or None when they cannot be used."""
+        if not self.folded:
+            return text
+        if not text.isascii():
+            return None
+        return text.lower() if low is None else low
+
+    def may_match(self, text: str, low: str | None = None) -> bool:
+        """False only when the pattern cannot match `text` (`low` is `text.lower()` when the
+        caller has it)."""
+        found = self.anchors
+        if found is None:
+            return True
+        hay = self._haystack(text, low)
+        if hay is None:
+            return True
+        for piece in found:  # noqa: SIM110 - a plain loop: no generator on the hot path
+            if piece in hay:
+                return True
+        return False
+
+    def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
+        """`pattern.search(text)`; `low` is `text.lower()` when the caller has it."""
+        if not self._pieces:
+            return self.pattern.search(text)
+        hay = self._haystack(text, low)
+        if hay is None:
+            return self.pattern.search(text)
+        if self.anchors is not None and not self.may_match(text, low):
+            return None
+        present = tuple(i for i, pieces in enumerate(self._pieces)
+                        if pieces is None or any(p in hay for p in pieces))
+        if not present:
+            return None
+        if len(present) == len(self._pieces):
+            return self.pattern.search(text)
+        sub = self._subsets.get(present)
+        if sub is None:
+            if len(self._subsets) >= self._MAX_SUBSETS:
+                self._subsets.clear()
+            source = "|".join(self._alternatives[i] for i in present)
+            sub = self._subsets[present] = re.compile(source, self.pattern.flags)
+        return sub.search(text)
