@@ -141,7 +141,14 @@ def parse_dsn(msg: Message) -> list[DsnRecipient]:
 
 
 def returned_headers(msg: Message) -> Message | None:
-    """The headers of the returned message (message/rfc822 or text/rfc822-headers part)."""
+    """The headers of the returned message (message/rfc822 or text/rfc822-headers part),
+    found (and for text/rfc822-headers parsed) once per message."""
+    if "_postway_returned" not in msg.__dict__:
+        msg.__dict__["_postway_returned"] = _returned_headers(msg)
+    return msg.__dict__["_postway_returned"]
+
+
+def _returned_headers(msg: Message) -> Message | None:
     for part in walk(msg):
         ctype = content_type(part)
         if ctype in ("message/rfc822", "message/global"):

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from email.message import Message
 
-from postway.bounces.mime_split import split_message
+from postway.bounces.mime_split import CONTENT_TYPE_KEY, split_message
 
 # Bounded repeats keep the scan linear on hostile input (RFC 5321 limits: 64 and 255).
 ADDRESS_RE = re.compile(
@@ -31,14 +31,32 @@ def parse_message(raw: bytes) -> Message:
     return split_message(raw.replace(b"\r\n", b"\n"))
 
 
+_HEADERS_KEY = "_postway_headers"
+
+
+def _get(msg: Message, name: str) -> object:
+    """`msg.get(name)`, from an index of the first value of each name made once per message
+    (Message.get compares every header's name on every call; a report is asked for many)."""
+    index = msg.__dict__.get(_HEADERS_KEY)
+    if index is None:
+        index = {}
+        for key, raw in msg._headers:  # noqa: SLF001 - read only, as Message.get reads it
+            index.setdefault(key.lower(), (key, raw))
+        msg.__dict__[_HEADERS_KEY] = index
+    found = index.get(name.lower())
+    return None if found is None else msg.policy.header_fetch_parse(*found)
+
+
 def header(msg: Message, name: str) -> str:
     """A header's value decoded to text ("" when absent or undecodable)."""
     try:
-        value = msg.get(name)
+        value = _get(msg, name)
         if value is None:
             return ""
         # decode_header's encoded-word pattern rescans a line from every "=?": bound the line.
         value = str(value)[:MAX_HEADER_CHARS]
+        if "=?" not in value:
+            return value.strip()  # no encoded word: what decode_header would give back
         parts = email.header.decode_header(value)
         out = []
         for chunk, charset in parts:
@@ -67,7 +85,7 @@ def content_type(part: Message) -> str:
 
     Kept on the part once read: every reader of a report asks each part for it again, and
     the email package re-parses the header on every call (the hottest path of the parser)."""
-    cached = part.__dict__.get("_postway_ctype")
+    cached = part.__dict__.get(CONTENT_TYPE_KEY)
     if cached is not None:
         return cached
     try:
@@ -75,7 +93,7 @@ def content_type(part: Message) -> str:
     except Exception:  # noqa: BLE001
         ctype = ""
     value = ctype.split()[0] if ctype else "text/plain"
-    part.__dict__["_postway_ctype"] = value
+    part.__dict__[CONTENT_TYPE_KEY] = value
     return value
 
 
@@ -105,8 +123,19 @@ def _part_text(part: Message) -> str:
     return _decode_bytes(payload, charset)[:MAX_PART_CHARS]
 
 
-def walk(msg: Message, depth: int = 0) -> Iterator[Message]:
-    """Depth-first parts, like Message.walk() but bounded in depth."""
+_PARTS_KEY = "_postway_parts"
+
+
+def walk(msg: Message) -> Iterator[Message]:
+    """Depth-first parts, like Message.walk() but bounded in depth. The list is made once per
+    message (several readers of one report walk it)."""
+    parts = msg.__dict__.get(_PARTS_KEY)
+    if parts is None:
+        parts = msg.__dict__[_PARTS_KEY] = list(_walk(msg, 0))
+    return iter(parts)
+
+
+def _walk(msg: Message, depth: int) -> Iterator[Message]:
     yield msg
     if depth >= _MAX_DEPTH or not msg.is_multipart():
         return
@@ -114,7 +143,7 @@ def walk(msg: Message, depth: int = 0) -> Iterator[Message]:
     if isinstance(payload, list):
         for sub in payload:
             if isinstance(sub, Message):
-                yield from walk(sub, depth + 1)
+                yield from _walk(sub, depth + 1)
 
 
 def leaf_parts(msg: Message) -> Iterator[tuple[Message, bool]]:

@@ -30,6 +30,8 @@ _HEADER_RE = re.compile(r"(?:From |[\041-\071\073-\176]*:|[\t ])")
 # After "--boundary": an optional closing "--", blanks, an optional line end, nothing more.
 _BOUNDARY_TAIL_RE = re.compile(r"(?P<end>--)?[ \t]*(?P<linesep>\r\n|\r|\n)?$")
 _EOL = ("\r\n", "\r", "\n")
+# The part attribute `mime.content_type` keeps a part's content type under.
+CONTENT_TYPE_KEY = "_postway_ctype"
 _BLANK = ""  # eof marker meaning "a blank line ends this block" (delivery-status blocks)
 
 
@@ -40,15 +42,6 @@ def _strip_eol(text: str) -> str:
     if text.endswith(("\r", "\n")):
         return text[:-1]
     return text
-
-
-def _name_value(lines: list[str]) -> tuple[str, str]:
-    """A header's name and raw value from its lines (compat32's `header_source_parse`)."""
-    name, value = lines[0].split(":", 1)
-    value = value.lstrip(" \t")
-    if len(lines) > 1:
-        value += "".join(lines[1:])
-    return name, value.rstrip("\r\n")
 
 
 def _boundary_match(line: str, separator: str) -> re.Match[str] | None:
@@ -124,24 +117,26 @@ class _Splitter:
 
     # --- a message: headers, then a body by its content type ---------------------------------
 
-    def message(self, parent: Message | None, depth: int) -> Message:
+    def message(self, parent: Message | None, depth: int, parent_type: str = "") -> Message:
         msg = Message(policy=compat32)
         if parent is not None:
-            if parent.get_content_type() == "multipart/digest":
+            if parent_type == "multipart/digest":
                 msg.set_default_type("message/rfc822")
             parent.attach(msg)
         self.last = msg
         self._headers(msg, self._header_lines())
+        ctype = msg.get_content_type()
+        # Kept where `mime.content_type` looks first: the readers of a report ask every part.
+        msg.__dict__[CONTENT_TYPE_KEY] = ctype.split()[0] if ctype else "text/plain"
         if depth >= MAX_NESTING:
             msg.set_payload("".join(self.rest()))
             return msg
-        ctype = msg.get_content_type()
         if ctype == "message/delivery-status":
-            self._status_blocks(msg, depth)
+            self._status_blocks(msg, depth, ctype)
         elif ctype.startswith("message/"):
-            self.message(msg, depth + 1)
+            self.message(msg, depth + 1, ctype)
         elif ctype.startswith("multipart/"):
-            self._multipart(msg, depth)
+            self._multipart(msg, depth, ctype)
         else:
             msg.set_payload("".join(self.rest()))
         return msg
@@ -174,34 +169,47 @@ class _Splitter:
         return headers
 
     def _headers(self, msg: Message, lines: list[str]) -> None:
-        current: list[str] = []
+        # compat32's set_raw appends (name, value) as given (its header_store_parse returns
+        # both unchanged) and header_source_parse joins a header's lines after its colon:
+        # both done here directly, in one pass over the lines.
+        headers = msg._headers  # noqa: SLF001
+        name: str | None = None
+        value = ""
+        more: list[str] = []
         for number, line in enumerate(lines):
-            if line[0] in " \t":
-                if current:
-                    current.append(line)
+            lead = line[0]
+            if lead == " " or lead == "\t":
+                if name is not None:
+                    more.append(line)
                 continue  # a continuation with no header before it is dropped
-            if current:
-                msg.set_raw(*_name_value(current))
-                current = []
-            if line.startswith("From "):
+            if name is not None:
+                if more:
+                    value += "".join(more)
+                    more = []
+                headers.append((name, value.rstrip("\r\n")))
+                name = None
+            if lead == "F" and line.startswith("From "):
                 if number == 0:
                     msg.set_unixfrom(_strip_eol(line))
                 elif number == len(lines) - 1:
                     self.unread(line)  # most likely the body's first line
                     return
                 continue
-            if line[0] == ":":
+            if lead == ":":
                 continue  # no header name
-            current = [line]
-        if current:
-            msg.set_raw(*_name_value(current))
+            name, _, value = line.partition(":")
+            value = value.lstrip(" \t")
+        if name is not None:
+            if more:
+                value += "".join(more)
+            headers.append((name, value.rstrip("\r\n")))
 
-    def _status_blocks(self, msg: Message, depth: int) -> None:
+    def _status_blocks(self, msg: Message, depth: int, ctype: str) -> None:
         """message/delivery-status: blocks of fields, each a header-only message, separated
         by one blank line (a second blank line makes an empty block)."""
         while True:
             self.ends.append(_BLANK)
-            self.message(msg, depth + 1)
+            self.message(msg, depth + 1, ctype)
             self.ends.pop()
             self.readline()  # the blank line (or "" at the part's end)
             line = self.readline()
@@ -209,7 +217,7 @@ class _Splitter:
                 return
             self.unread(line)
 
-    def _multipart(self, msg: Message, depth: int) -> None:
+    def _multipart(self, msg: Message, depth: int, ctype: str) -> None:
         boundary = msg.get_boundary()
         if boundary is None:
             msg.set_payload("".join(self.rest()))
@@ -241,7 +249,7 @@ class _Splitter:
                     self.unread(line)
                     break
             self.ends.append(separator)
-            self.message(msg, depth + 1)
+            self.message(msg, depth + 1, ctype)
             self._trim_last()
             self.ends.pop()
             self.last = msg
@@ -267,7 +275,7 @@ class _Splitter:
         last = self.last
         if last is None:
             return
-        if last.get_content_maintype() == "multipart":
+        if last.__dict__[CONTENT_TYPE_KEY].startswith("multipart/"):  # its maintype, read once
             if last.epilogue == "":
                 last.epilogue = None
             elif last.epilogue is not None:

@@ -86,7 +86,6 @@ RETRY_REASONS = frozenset({"", "undefined", "onhold", "systemerror", "securityer
                            "networkerror", "hostunknown", "userunknown"})
 _STATUS_RE = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?![\w]|\.\d)")
 _CODE_RE = re.compile(r"(?<![\w.#-])([245]\d\d)(?:[ -]|$)")
-_SPACE_RE = re.compile(r"\s+")
 _MAX_TEXT = 16_000
 
 
@@ -163,14 +162,32 @@ def matches(reason: str, text: str) -> bool:
 _ADDRESS_RE = re.compile(r"<?[^\s<>()\[\]\"',;:@]{1,64}@[\w.-]{1,255}>?")
 
 
+def _blank_addresses(text: str) -> str:
+    """`_ADDRESS_RE.sub(" <address> ", text)`, searching only near each "@": a match holds
+    one, at most 65 characters after its start, so the stretches of prose between them are
+    not scanned position by position."""
+    out: list[str] = []
+    pos = 0
+    while (at := text.find("@", pos)) >= 0:
+        m = _ADDRESS_RE.search(text, max(pos, at - 65))
+        if m is None:
+            break
+        out += (text[pos:m.start()], " <address> ")
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def _normalise(text: str) -> str:
     """Lower-case, collapse whitespace and blank out addresses: a local part such as
     "userunknown@" or "no-such-user@" must not decide the reason."""
     # A reply's verdict is in its first lines; reading more only costs time on hostile input.
     text = text[:_MAX_TEXT]
     if "@" in text:  # no address without one: skip the pass
-        text = _ADDRESS_RE.sub(" <address> ", text)
-    return _SPACE_RE.sub(" ", text).strip().lower()
+        text = _blank_addresses(text)
+    # Runs of white space to one space, ends stripped (str.split and re's \s agree on what
+    # white space is).
+    return " ".join(text.split()).lower()
 
 
 def reason_for(
@@ -217,7 +234,7 @@ def decide(
         reply = find_code(low[:200])
     facts = Facts(status, named, low, command, act, dtype,
                   preset if preset not in (None, "onhold", "undefined") else "", reply,
-                  _normalise(explanation) if explanation else "")
+                  explanation, _normalise)
     found = first_rule(facts, named)
     if found is not None:
         if label is not None and found.rule.startswith("label.") and found.reason == preset:

@@ -16,6 +16,7 @@ means) follows how a reply is read: the most specific statement wins. Pure: no I
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from postway.domain.bounce_phrases import FAST_PHRASES
@@ -85,14 +86,25 @@ class Facts:
     """What one diagnostic says, with each word list searched at most once."""
 
     __slots__ = ("status", "named", "low", "command", "action", "dtype", "label", "reply",
-                 "explanation", "_hits")
+                 "_explanation", "_normalise", "_hits")
 
     def __init__(self, status: str, named: str, low: str, command: str | None, action: str,
-                 dtype: str, label: str, reply: int | None, explanation: str = "") -> None:
+                 dtype: str, label: str, reply: int | None, explanation: str = "",
+                 normalise: Callable[[str], str] | None = None) -> None:
         self.status, self.named, self.low, self.command = status, named, low, command
         self.action, self.dtype, self.label, self.reply = action, dtype, label, reply
-        self.explanation = explanation  # normalised like `low`; "" when not given
+        # The report's explanation, normalised like `low` by `normalise` when a rule first
+        # asks for it (most decisions never do, and it may be a whole report).
+        self._explanation, self._normalise = explanation, normalise
         self._hits: dict[str, re.Match[str] | None] = {}
+
+    @property
+    def explanation(self) -> str:
+        """The report's explanation, normalised like `low` ("" when not given)."""
+        if self._normalise is not None:
+            self._explanation = self._normalise(self._explanation) if self._explanation else ""
+            self._normalise = None
+        return self._explanation
 
     def words(self, key: str) -> re.Match[str] | None:
         if key in self._hits:

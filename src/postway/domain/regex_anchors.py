@@ -265,7 +265,8 @@ class Prefiltered:
     lower-cased, and are used only on an ASCII text (lower-cased by the caller or here): there
     case folding is plain lower-casing, while on other text "ſ" or "ı" match "s" or "i"."""
 
-    __slots__ = ("pattern", "anchors", "folded", "_alternatives", "_pieces", "_subsets")
+    __slots__ = ("pattern", "anchors", "folded", "_alternatives", "_pieces", "_subsets",
+                 "_flat", "_always")
 
     _MAX_SUBSETS = 1024  # compiled sub-patterns kept per pattern
 
@@ -282,6 +283,9 @@ class Prefiltered:
         else:
             self.anchors = _minimal([a for p in per if p is not None for a in p])
         self._subsets: dict[tuple[int, ...], re.Pattern[str]] = {}
+        # Every (piece, alternative) pair, and the alternatives with no piece (always searched).
+        self._flat = tuple((a, i) for i, p in enumerate(self._pieces) if p is not None for a in p)
+        self._always = frozenset(i for i, p in enumerate(self._pieces) if p is None)
 
     def _haystack(self, text: str, low: str | None) -> str | None:
         """The text the anchors are looked for in, or None when they cannot be used."""
@@ -312,10 +316,15 @@ class Prefiltered:
         hay = self._haystack(text, low)
         if hay is None:
             return self.pattern.search(text)
-        if self.anchors is not None and not self.may_match(text, low):
-            return None
-        present = tuple(i for i, pieces in enumerate(self._pieces)
-                        if pieces is None or any(p in hay for p in pieces))
+        found = self.anchors
+        if found is not None:
+            for piece in found:
+                if piece in hay:
+                    break
+            else:
+                return None
+        hits = {i for piece, i in self._flat if piece in hay}
+        present = tuple(sorted(hits | self._always if self._always else hits))
         if not present:
             return None
         if len(present) == len(self._pieces):

@@ -135,3 +135,14 @@ def test_malformed_name_server_reply_is_a_network_error_whatever_the_record_type
     unknown = ("Host or domain name not found. Name service error for name=x.example"
                " type=AAAA: Host not found")
     assert classify_reply(550, "5.4.4", unknown).reason == "hostunknown"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["@", "<", ">", "a", "b.c", " ", "\n", "x" * 70, "-", "é",
+                                 "user", "example.org", ",", "@@"]), max_size=80))
+def test_address_blanking_is_the_plain_substitution(pieces: list[str]) -> None:
+    """The search that starts near each "@" replaces what the plain pass replaces."""
+    from postway.domain.bounce_reasons import _ADDRESS_RE, _blank_addresses
+
+    text = "".join(pieces)
+    assert _blank_addresses(text) == _ADDRESS_RE.sub(" <address> ", text)
