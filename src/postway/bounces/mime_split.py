@@ -27,6 +27,22 @@ MAX_NESTING = 100  # parts deeper than this are text; `mime.walk` reads only 40 
 
 # What the standard parser takes for a header line, a continuation or a unix-from line.
 _HEADER_RE = re.compile(r"(?:From |[\041-\071\073-\176]*:|[\t ])")
+
+
+def _is_header_line(line: str) -> bool:
+    """`_HEADER_RE.match(line)`, without the regex: a continuation, "From ", or a name of
+    printable ASCII without space (\\041-\\176 but ":") up to the first colon."""
+    lead = line[0]
+    if lead == " " or lead == "\t":
+        return True
+    colon = line.find(":")
+    if colon >= 0:
+        name = line[:colon]
+        if name.isascii() and name.isprintable() and " " not in name:
+            return True
+    return line.startswith("From ")
+
+
 # After "--boundary": an optional closing "--", blanks, an optional line end, nothing more.
 _BOUNDARY_TAIL_RE = re.compile(r"(?P<end>--)?[ \t]*(?P<linesep>\r\n|\r|\n)?$")
 _EOL = ("\r\n", "\r", "\n")
@@ -149,12 +165,12 @@ class _Splitter:
             line = self.readline()
             if not line:
                 return headers
-            if not _HEADER_RE.match(line):
+            if not _is_header_line(line):
                 if line[0] not in "\r\n":
                     self.unread(line)  # no blank line: this line starts the body
                 return headers
             headers.append(line)
-        lines, i, ends, match = self.lines, self.pos, self.ends, _HEADER_RE.match
+        lines, i, ends, match = self.lines, self.pos, self.ends, _is_header_line
         while i < len(lines):
             line = lines[i]
             if ends and line[0] in "-\r\n" and self._ends_part(line):

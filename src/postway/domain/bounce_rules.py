@@ -450,9 +450,49 @@ ONHOLD = Decision("onhold", "fallback.onhold", "Nothing in the report decides", 
 UNDEFINED = Decision("undefined", "fallback.undefined", "The report says nothing", "")
 
 
+def _could_hold(rule: Rule, f: Facts) -> bool:
+    """Whether `rule` may hold for `f` as far as the status, reply, command, action, type and
+    label go (the words are left to `holds`)."""
+    if rule.smtp and f.dtype not in ("smtp", ""):
+        return False
+    if rule.dtype and not f.dtype.startswith(rule.dtype):
+        return False
+    if rule.commands is not None and f.command not in rule.commands:
+        return False
+    if f.command in rule.not_commands:
+        return False
+    if rule.actions and not f.action.startswith(rule.actions):
+        return False
+    if rule.label and (not f.label or (rule.reason and f.label != rule.reason)):
+        return False
+    if rule.codes:
+        exact, prefixes = _CODE_SETS[rule.id]
+        if f.status not in exact and not (prefixes and f.status.startswith(prefixes)):
+            return False
+    if rule.named and f.named not in rule.named:
+        return False
+    return not rule.replies or (f.reply in rule.replies and not f.named)
+
+
+# The rules that may hold, per combination of those facts: a report has few, and most rules
+# are ruled out by them before any word is looked at.
+_CANDIDATES: dict[tuple[object, ...], tuple[Rule, ...]] = {}
+_MAX_CANDIDATE_SETS = 4096
+
+
+def _candidates(f: Facts) -> tuple[Rule, ...]:
+    key = (f.status, f.named, f.dtype, f.command, f.action, f.label, f.reply)
+    found = _CANDIDATES.get(key)
+    if found is None:
+        if len(_CANDIDATES) >= _MAX_CANDIDATE_SETS:
+            _CANDIDATES.clear()
+        found = _CANDIDATES[key] = tuple(r for r in RULES if _could_hold(r, f))
+    return found
+
+
 def first_rule(f: Facts, named_reason: str) -> Decision | None:
     """The decision of the first rule that holds, by priority."""
-    for rule in RULES:
+    for rule in _candidates(f):
         evidence = holds(rule, f)
         if evidence is None:
             continue

@@ -16,6 +16,7 @@ anything it does not know, which is always safe. Pure.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 MIN_ANCHOR = 3  # shorter pieces occur in nearly every text and would test nothing
 _CLASS_ESCAPES = frozenset("dDwWsSbBAZzGnrtfv0123456789")
@@ -309,13 +310,14 @@ class Prefiltered:
                 return True
         return False
 
-    def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
-        """`pattern.search(text)`; `low` is `text.lower()` when the caller has it."""
+    def _narrowed(self, text: str, low: str | None) -> re.Pattern[str] | None:
+        """The pattern to search `text` with: the whole one, the alternatives whose anchors
+        occur, or None when none can match."""
         if not self._pieces:
-            return self.pattern.search(text)
+            return self.pattern
         hay = self._haystack(text, low)
         if hay is None:
-            return self.pattern.search(text)
+            return self.pattern
         found = self.anchors
         if found is not None:
             for piece in found:
@@ -328,11 +330,22 @@ class Prefiltered:
         if not present:
             return None
         if len(present) == len(self._pieces):
-            return self.pattern.search(text)
+            return self.pattern
         sub = self._subsets.get(present)
         if sub is None:
             if len(self._subsets) >= self._MAX_SUBSETS:
                 self._subsets.clear()
             source = "|".join(self._alternatives[i] for i in present)
             sub = self._subsets[present] = re.compile(source, self.pattern.flags)
-        return sub.search(text)
+        return sub
+
+    def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
+        """`pattern.search(text)`; `low` is `text.lower()` when the caller has it."""
+        pattern = self._narrowed(text, low)
+        return pattern.search(text) if pattern is not None else None
+
+    def finditer(self, text: str, low: str | None = None) -> Iterator[re.Match[str]]:
+        """The matches `pattern.finditer(text)` gives, in order (their group numbers may
+        differ: a caller reads which group matched, not its number)."""
+        pattern = self._narrowed(text, low)
+        return pattern.finditer(text) if pattern is not None else iter(())

@@ -77,3 +77,13 @@ def test_nesting_past_the_cap_is_text_not_recursion() -> None:
         msg = msg.get_payload()[0]
         depth += 1
     assert depth == 100 and isinstance(msg.get_payload(), str)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(list("Fromx :\t-é\x7f!~9;\n") + ["From "]), min_size=1,
+                max_size=12))
+def test_header_line_test_is_the_standard_pattern(pieces: list[str]) -> None:
+    from postway.bounces.mime_split import _HEADER_RE, _is_header_line
+
+    line = "".join(pieces)
+    assert _is_header_line(line) == bool(_HEADER_RE.match(line))

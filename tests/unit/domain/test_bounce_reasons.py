@@ -146,3 +146,38 @@ def test_address_blanking_is_the_plain_substitution(pieces: list[str]) -> None:
 
     text = "".join(pieces)
     assert _blank_addresses(text) == _ADDRESS_RE.sub(" <address> ", text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["", "5.1.1", "4.2.1", "5.2.1", "5.7.1", "5.7.26", "5.0.0", "4.4.7",
+                        "5.4.4", "5.1.10", "5.2.2", "4.7.0", "5.5.3", "5.6.0"]),
+       st.lists(st.sampled_from(["user unknown", "mailbox full", "spam", "relay access denied",
+                                 "blocked", "<address> :", "550 ", "dmarc policy", "ptr record",
+                                 "message too large", "try again later", "no such domain"]),
+                max_size=4),
+       st.sampled_from([None, "RCPT", "MAIL", "DATA", "HELO", "CONN"]),
+       st.sampled_from(["", "failed", "delayed"]), st.sampled_from(["", "smtp", "x-unix"]),
+       st.sampled_from(["", "userunknown", "hostunknown", "spamdetected"]),
+       st.sampled_from([None, 550, 421, 501]))
+def test_rules_ruled_out_by_the_facts_never_decide(status: str, words: list[str],
+                                                   command: str | None, action: str,
+                                                   dtype: str, label: str,
+                                                   reply: int | None) -> None:
+    """first_rule tries only the rules the status, command, action, type and label leave
+    possible: the same decision as trying every rule in order."""
+    from postway.domain.bounce_reasons import status_reason
+    from postway.domain.bounce_rules import RULES, Decision, Facts, first_rule, holds
+
+    named = status_reason(status)
+    text = " ".join(words)
+    def facts() -> Facts:
+        return Facts(status, named, text, command, action, dtype, label, reply)
+    expected = None
+    f = facts()
+    for rule in RULES:
+        evidence = holds(rule, f)
+        reason = rule.reason or (f.label if rule.label else named) if evidence else ""
+        if evidence is not None and reason:
+            expected = Decision(reason, rule.id, rule.source, evidence)
+            break
+    assert first_rule(facts(), named) == expected

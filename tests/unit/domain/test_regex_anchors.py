@@ -68,3 +68,20 @@ def test_prefiltered_search_answers_as_the_pattern(text: str) -> None:
     assert bool(Prefiltered(folded).search(text)) == bool(folded.search(text))
     plain = re.compile("resolver|routing")
     assert bool(Prefiltered(plain).search(text)) == bool(plain.search(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["in reply to RCPT TO command", "after end of data", ">>> MAIL",
+                                 " when sending DATA", "smtp:rcpt", "did not like our data",
+                                 "connected to mx.example but sender", "\n", " ", "Ünïcode",
+                                 "ſmtp:rcpt", "İN REPLY TO mail command", "while talking"]),
+                max_size=8))
+def test_narrowed_finditer_gives_the_same_matches(pieces: list[str]) -> None:
+    from postway.bounces.formats import _COMMAND_CONTEXT_FAST, _COMMAND_CONTEXT_RE
+
+    text = "".join(pieces)
+
+    def seen(matches: object) -> list[tuple[tuple[int, int], str]]:
+        return [(m.span(), next((g for g in m.groups() if g), "")) for m in matches]
+
+    assert seen(_COMMAND_CONTEXT_FAST.finditer(text)) == seen(_COMMAND_CONTEXT_RE.finditer(text))
