@@ -26,6 +26,7 @@ from postway.mta.smtp_client import (
     Reply,
     Timeouts,
     TlsMode,
+    WireMessage,
     tls_context,
 )
 from postway.mta.transport import parse_transport
@@ -134,7 +135,8 @@ class ManagedChannel:
 
     async def deliver(self, message: OutboundMessage) -> list[Outcome]:
         """One outcome per recipient; never raises for a recipient's failure."""
-        signed = self.signer.sign(message.raw)
+        # Signed, normalised and dot-stuffed once; every recipient's transaction sends these.
+        signed = WireMessage.of(self.signer.sign(message.raw))
         gate = asyncio.Semaphore(self._concurrency)
 
         async def one(r: Recipient) -> Outcome:
@@ -150,7 +152,9 @@ class ManagedChannel:
 
         return list(await asyncio.gather(*(one(r) for r in message.recipients)))
 
-    async def _deliver_one(self, message: OutboundMessage, signed: bytes, r: Recipient) -> Outcome:
+    async def _deliver_one(
+        self, message: OutboundMessage, signed: WireMessage, r: Recipient
+    ) -> Outcome:
         _, at, domain = r.address.rpartition("@")
         if not at or not domain:
             return _outcome(

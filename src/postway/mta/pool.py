@@ -23,6 +23,7 @@ from postway.mta.smtp_client import (
     Timeouts,
     TlsMode,
     TransactionResult,
+    WireMessage,
 )
 
 Destination = tuple[str, int]  # (address, port)
@@ -85,7 +86,7 @@ class SessionPool:
         route: Route,
         mail_from: str,
         recipients: list[str],
-        message: bytes,
+        message: bytes | WireMessage,
         *,
         smtputf8: bool = False,
     ) -> Attempt:

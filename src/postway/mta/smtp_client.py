@@ -20,7 +20,6 @@ from postway.errors import PostwayError
 
 TlsMode = Literal["opportunistic", "require", "off"]
 _STATUS_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _MAX_REPLY_LINES = 100
 
 
@@ -124,12 +123,34 @@ def tls_context(mode: TlsMode, ca_file: str = "", verify: bool = True) -> ssl.SS
 
 def data_block(message: bytes) -> bytes:
     """The DATA payload: CRLF line endings, leading dots doubled, ended by `.` (RFC 5321
-    4.5.2). Invariant: the server's un-stuffed content equals `message` with CRLF endings."""
-    body = _LINE_ENDINGS.sub(b"\r\n", message)
+    4.5.2). Invariant: the server's un-stuffed content equals `message` with CRLF endings.
+
+    Plain `bytes.replace` passes (linear, several times faster than the regex forms): bare CR
+    and CRLF become LF, every LF becomes CRLF, then a dot after each line start is doubled."""
+    body = message
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    body = body.replace(b"\n", b"\r\n")
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    body = re.sub(rb"(?m)^\.", b"..", body)
-    return body + b".\r\n"
+    if body.startswith(b"."):
+        body = b"." + body
+    return body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    """A message made ready for the wire once (normalised, dot-stuffed, its 8-bit content
+    noted) and then sent unchanged in every transaction and retry that carries it."""
+
+    payload: bytes  # the DATA block, ended by `.` CRLF
+    eightbit: bool
+
+    @classmethod
+    def of(cls, message: bytes | WireMessage) -> WireMessage:
+        if isinstance(message, WireMessage):
+            return message
+        return cls(data_block(message), not message.isascii())
 
 
 @dataclass
@@ -257,7 +278,7 @@ class SmtpSession:
         self,
         mail_from: str,
         recipients: list[str],
-        message: bytes,
+        message: bytes | WireMessage,
         *,
         smtputf8: bool = False,
     ) -> TransactionResult:
@@ -268,7 +289,8 @@ class SmtpSession:
         server lacks; ConnectionLost if the connection fails before the final dot; and
         OutcomeUnknown if it fails after it.
         """
-        eightbit = not message.isascii()
+        wire = WireMessage.of(message)
+        eightbit = wire.eightbit
         if smtputf8 and not self.supports("SMTPUTF8"):
             raise NotSupported(
                 f"{self.host} does not support SMTPUTF8, which this message needs "
@@ -283,7 +305,7 @@ class SmtpSession:
             )  # fmt: skip
         self.last_used = time.monotonic()
         self.transactions += 1
-        payload = data_block(message)
+        payload = wire.payload
         params = []
         if "SIZE" in self.extensions:
             params.append(f"SIZE={len(payload)}")
