@@ -11,6 +11,7 @@ Phases named in `stall` and `disconnect_at`:
     "rcpt"     before each RCPT reply
     "data"     stall: before the 354 reply; disconnect: after 354 and the first line of content
     "dot"      after the final dot, before the reply (the "outcome unknown" window)
+    "rset"     before the RSET reply (a reused session the server dropped meanwhile)
 
     async with ScriptedSMTPServer(rcpt_replies={"x@example.org": "550 5.1.1 No such user"}) as srv:
         ...  # connect to srv.host, srv.port
@@ -33,7 +34,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 DISCONNECT = "disconnect"
 """Use as a reply (e.g. in `rcpt_replies`, `data_reply`) to drop the connection instead."""
 
-PHASES = ("connect", "ehlo", "mail", "rcpt", "data", "dot")
+PHASES = ("connect", "ehlo", "mail", "rcpt", "data", "dot", "rset")
 KNOWN_EXTENSIONS = ("SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "STARTTLS", "AUTH")
 
 
@@ -422,6 +423,10 @@ class _ScriptedSMTP(SMTP):
         if self.transport is not None:
             self.transport.abort()
         await asyncio.Event().wait()
+
+    async def smtp_RSET(self, arg: str | None) -> None:
+        await self.act("rset")
+        await super().smtp_RSET(arg)  # type: ignore[arg-type]
 
     async def smtp_DATA(self, arg: str | None) -> None:
         if self.owner.disconnect_at != "data" and not self.owner.stall.get("data"):

@@ -1,9 +1,10 @@
 """Reusable SMTP sessions per destination server, with connection limits and MX fallback.
 
 A destination is one server address and port. Sessions to it are kept open between messages
-(RSET before each reuse), retired after `max_messages` transactions, and closed after
-`idle_seconds` unused. At most `max_connections` sessions to one destination exist at once,
-idle ones included; callers beyond that wait for one to come free.
+(RSET before each reuse, in one write with the next MAIL when the server offers PIPELINING),
+retired after `max_messages` transactions, and closed after `idle_seconds` unused. At most
+`max_connections` sessions to one destination exist at once, idle ones included; callers
+beyond that wait for one to come free.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from postway.mta.resolver import MailHost, Route
 from postway.mta.smtp_client import (
     ConnectFailed,
     NotSupported,
+    ResetFailed,
     SmtpSession,
     Timeouts,
     TlsMode,
@@ -102,23 +104,29 @@ class SessionPool:
         for host in route.hosts:
             for address in host.addresses:
                 dest = (address, host.port)
-                try:
-                    session, reused = await self._acquire(host, dest)
-                except ConnectFailed as exc:
-                    errors.append(exc)
-                    continue
-                ok = False
-                try:
-                    result = await session.transaction(
-                        mail_from, recipients, message, smtputf8=smtputf8
-                    )
-                    ok = True
-                except NotSupported:
-                    ok = True  # nothing was sent; the session serves other messages
-                    raise
-                finally:
-                    await self._release(dest, session, reusable=ok)
-                return Attempt(result, host.name, address, session.tls, reused)
+                # A reused session that fails its RSET is replaced and the transaction run
+                # again: nothing of it reached the server. Fresh sessions owe no RSET, so this
+                # ends after the idle sessions (at most max_connections) are used up.
+                for _ in range(self.config.max_connections + 1):
+                    try:
+                        session, reused = await self._acquire(host, dest)
+                    except ConnectFailed as exc:
+                        errors.append(exc)
+                        break
+                    ok = False
+                    try:
+                        result = await session.transaction(
+                            mail_from, recipients, message, smtputf8=smtputf8
+                        )
+                        ok = True
+                    except ResetFailed:
+                        continue
+                    except NotSupported:
+                        ok = True  # nothing was sent; the session serves other messages
+                        raise
+                    finally:
+                        await self._release(dest, session, reusable=ok)
+                    return Attempt(result, host.name, address, session.tls, reused)
         raise NoServerReached(route, errors)
 
     async def _acquire(self, host: MailHost, dest: Destination) -> tuple[SmtpSession, bool]:
@@ -128,7 +136,7 @@ class SessionPool:
                 await self._prune(slot)
                 while slot.idle:
                     session = slot.idle.pop()
-                    if await session.reset():
+                    if await session.prepare_reuse():
                         return session, True
                     slot.count -= 1  # stale: the server closed it meanwhile
                 if slot.count < self.config.max_connections:

@@ -96,6 +96,12 @@ class OutcomeUnknown(ConnectionLost):
     taken it (RFC 1047). A retry risks a duplicate; callers must say so."""
 
 
+class ResetFailed(ConnectionLost):
+    """A reused session failed the RSET sent in front of a transaction (dropped meanwhile, or
+    refused it). The session is closed before any content was sent, so the server keeps
+    nothing of this transaction: it may be run again on another session."""
+
+
 class NotSupported(SmtpError):
     """The message needs an extension (SMTPUTF8, 8BITMIME) the server does not offer."""
 
@@ -167,6 +173,8 @@ class SmtpSession:
     opened_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     greeting: Reply | None = None
+    # A reused session owes an RSET; with PIPELINING it goes in one write with the next MAIL.
+    reset_pending: bool = False
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -317,8 +325,17 @@ class SmtpSession:
         rcpt_cmds = [f"RCPT TO:<{r}>\r\n" for r in recipients]
         enc = "utf-8" if smtputf8 else "ascii"
         t = self.timeouts
+        if self.reset_pending and not self.pipelining:
+            self.reset_pending = False
+            if not await self.reset():
+                raise ResetFailed(f"{self.host} did not accept RSET", self.host, "rset")
         if self.pipelining:
-            await self._send((mail_cmd + "".join(rcpt_cmds) + "DATA\r\n").encode(enc), "mail")
+            commands = (mail_cmd + "".join(rcpt_cmds) + "DATA\r\n").encode(enc)
+            if self.reset_pending:
+                self.reset_pending = False
+                await self._pipelined_reset(commands)
+            else:
+                await self._send(commands, "mail")
             mail = await self._read_reply("mail", t.mail)
             rcpts = {r: await self._read_reply("rcpt", t.rcpt) for r in recipients}
             data_reply = await self._read_reply("data", t.data_init)
@@ -354,6 +371,29 @@ class SmtpSession:
             raise self._lost("data", exc) from exc
         final = await self._read_reply("dot", t.final_dot)
         return TransactionResult(mail, rcpts, final, pipelined)
+
+    async def _pipelined_reset(self, commands: bytes) -> None:
+        """RSET written with the transaction's commands, its reply read first. On failure the
+        session is closed before any content is sent: the server drops the transaction."""
+        try:
+            await self._send(b"RSET\r\n" + commands, "rset")
+            reply = await self._read_reply("rset", self.timeouts.rset)
+        except ConnectionLost as exc:
+            raise ResetFailed(str(exc), self.host, "rset") from exc
+        if not reply.ok:
+            self.close()
+            raise ResetFailed(f"{self.host} refused RSET: {reply}", self.host, "rset", reply)
+
+    async def prepare_reuse(self) -> bool:
+        """Make an idle session ready for its next transaction; False when it is unusable.
+        With PIPELINING the RSET is only noted (sent with the next MAIL, no round trip)."""
+        if not self.alive:
+            self.close()
+            return False
+        if self.pipelining:
+            self.reset_pending = True
+            return True
+        return await self.reset()
 
     async def reset(self) -> bool:
         """RSET between transactions; False when the session is no longer usable."""
