@@ -88,6 +88,7 @@ class Row:
     non_202: int | None = None
     e2e_s: float | None = None
     peak_mb: float | None = None
+    pss_mb: float | None = None
     note: str = ""
     stored: int = 0  # messages stored by the run (Postfix gets as many as the most of these)
     kind: str = ""  # single, batch, backlog, million: rows compared with Postfix's of the kind
@@ -369,7 +370,7 @@ def load_phase(
     w = run_wrk(pw, args, per_request, args.duration if single else args.batch_duration, conns)
     stored = pw.settled_total() - before
     got, last = sinks.wait_total(at_sinks + stored, args.drain_timeout)
-    peak = rss.stop()
+    peak, pss = rss.stop()
     got -= at_sinks
     label = "single" if single else "batch"
     note = f"{w.seconds:.0f} s, {conns} conns"
@@ -389,6 +390,7 @@ def load_phase(
         stored=stored,
         e2e_s=got / (last - started) if got and last > started else 0.0,
         peak_mb=peak,
+        pss_mb=pss,
         note=note,
         kind=label,
     )
@@ -443,7 +445,7 @@ def backlog_phase(pw: Postway, sinks: Sinks, args: argparse.Namespace, system: s
     started = pw.start("serve")
     rss = TreeRss(pw.proc.pid if pw.proc else 0)
     got, last = sinks.wait_total(at_sinks + stored, args.drain_timeout)
-    peak = rss.stop()
+    peak, pss = rss.stop()
     got -= at_sinks
     note = (
         f"{stored:,} queued via the batch API to `postway web` "
@@ -456,6 +458,7 @@ def backlog_phase(pw: Postway, sinks: Sinks, args: argparse.Namespace, system: s
         f"backlog drain {args.backlog:,}",
         e2e_s=got / (last - started) if got and last > started else 0.0,
         peak_mb=peak,
+        pss_mb=pss,
         note=note,
         kind="backlog",
     )
@@ -503,7 +506,7 @@ def million_phase(pw: Postway, sinks: Sinks, args: argparse.Namespace, system: s
     pw.start("serve")
     rss = TreeRss(pw.proc.pid if pw.proc else 0)
     w = run_wrk(pw, args, 1, 30, args.connections)
-    peak = rss.stop()
+    peak, pss = rss.stop()
     pw.stop()
     return Row(
         system,
@@ -513,6 +516,7 @@ def million_phase(pw: Postway, sinks: Sinks, args: argparse.Namespace, system: s
         p99_ms=w.p99_ms,
         non_202=w.non_202,
         peak_mb=peak,
+        pss_mb=pss,
         note=f"rows added by direct SQL inserts ({fill_s:.0f} s), due tomorrow",
         kind="million",
     )
@@ -585,7 +589,7 @@ def postfix_run(args: argparse.Namespace, messages: int) -> list[Row]:
         started = time.monotonic()
         inject_s = pf.inject(recipients, per, args.sessions, args.size)
         got, last = sinks.wait_total(per * len(recipients), args.drain_timeout)
-        peak = rss.stop()
+        peak, pss = rss.stop()
         pf.stop()
         rows.append(
             Row(
@@ -594,6 +598,7 @@ def postfix_run(args: argparse.Namespace, messages: int) -> list[Row]:
                 accepted_s=per * len(recipients) / inject_s,
                 e2e_s=got / (last - started) if got else 0.0,
                 peak_mb=peak,
+                pss_mb=pss,
                 note=f"accepted/s: smtpd's rate as smtp-source saw it ({inject_s:.1f} s)",
                 kind="single",
             )
@@ -610,7 +615,7 @@ def postfix_run(args: argparse.Namespace, messages: int) -> list[Row]:
             started = time.monotonic()
             pf.release()
             got, last = sinks.wait_total(at_sinks + per * len(recipients), args.drain_timeout)
-            peak = rss.stop()
+            peak, pss = rss.stop()
             pf.stop()
             got -= at_sinks
             rows.append(
@@ -619,6 +624,7 @@ def postfix_run(args: argparse.Namespace, messages: int) -> list[Row]:
                     f"backlog drain {per * len(recipients):,}",
                     e2e_s=got / (last - started) if got else 0.0,
                     peak_mb=peak,
+                    pss_mb=pss,
                     note=f"filled by smtp-source with defer_transports=smtp "
                     f"({per * len(recipients) / inject_s:.0f}/s), then postqueue -f",
                     kind="backlog",
@@ -641,7 +647,7 @@ def render(rows: list[Row], markdown: bool) -> str:
     base = {r.kind: r.e2e_s for r in rows if r.system == "postfix" and r.e2e_s}
     head = [
         "system", "workload", "accepted/s", "p50 ms", "p99 ms", "non-202", "end-to-end/s",
-        "peak RSS MB", "vs Postfix", "note",
+        "peak RSS MB", "peak PSS MB", "vs Postfix", "note",
     ]  # fmt: skip
     table = []
     for r in rows:
@@ -650,11 +656,11 @@ def render(rows: list[Row], markdown: bool) -> str:
             [
                 r.system, r.workload, _f(r.accepted_s, ",.0f"), _f(r.p50_ms, ".0f"),
                 _f(r.p99_ms, ".0f"), _f(r.non_202, "d"), _f(r.e2e_s, ",.0f"),
-                _f(r.peak_mb, ".0f"), ratio, r.note,
+                _f(r.peak_mb, ".0f"), _f(r.pss_mb, ".0f"), ratio, r.note,
             ]
         )  # fmt: skip
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * 7 + "---|"]
+        lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * 8 + "---|"]
         lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table]
         return "\n".join(lines)
     widths = [max(len(x[i]) for x in [head, *table]) for i in range(len(head) - 1)]
@@ -706,7 +712,8 @@ def main() -> None:
     print(
         f"\nloadavg before: {load_before}; after: {Path('/proc/loadavg').read_text().strip()}"
         f" ({os.cpu_count()} CPUs). end-to-end = messages at the sinks / (first request to "
-        "last delivery); peak RSS = summed over the whole process tree, every 0.5 s."
+        "last delivery); peak RSS / PSS = summed over the whole process tree, every 0.5 s "
+        "(RSS counts shared pages once per process, PSS splits them)."
     )
     problems = sorted({p for r in rows for p in r.problems})
     if problems:

@@ -1,9 +1,13 @@
-"""End-to-end delivery throughput: Postway (SQLite, PostgreSQL) against Postfix, same workload.
+"""End-to-end delivery throughput, in-process: Postway (SQLite, PostgreSQL) against Postfix.
+
+Not the headline figure: Postway is fed here through an in-process function
+(`accept_messages`, 100 per call), not over HTTP; bench/api_throughput.py measures it through
+the real interfaces (`postway serve` fed by wrk). This one isolates the delivery side.
 
 N messages of ~2 KB to D destination domains, each domain routed to its own `smtp-sink`
 (Postfix's C sink, so the sink is never the bottleneck) on loopback. A run is timed from the
 first message accepted (into Postway's queue, or by Postfix's smtpd from `smtp-source`) to the
-last message accepted by a sink (each sink exits after its share). Postway signs with DKIM
+last message accepted by a sink (counted by the sinks, bench_support.Sinks). Postway signs with DKIM
 (rsa-sha256) and keeps its queue in the database; Postfix signs nothing.
 
     .venv/bin/python bench/throughput.py                 # 20,000 messages, both databases
@@ -18,9 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,10 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
-PG_SERVER = os.environ.get(
-    "POSTWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+from bench_support import PG_SERVER, PostfixInstance, Sinks, body_text  # noqa: E402
 
 
 @dataclass
@@ -56,51 +57,6 @@ class Result:
             return float("nan")
         data = sorted(self.latencies)
         return data[min(int(q * len(data)), len(data) - 1)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Sinks:
-    """D smtp-sink processes; each exits after receiving its share of messages."""
-
-    def __init__(self, domains: int, per_domain: int) -> None:
-        self.ports = [free_port() for _ in range(domains)]
-        self.procs = [
-            subprocess.Popen(
-                ["smtp-sink", "-u", "nobody", "-M", str(per_domain), f"127.0.0.1:{p}", "1024"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for p in self.ports
-        ]
-        for p in self.ports:
-            wait_port(p)
-
-    def wait(self, timeout: float) -> float:
-        """Seconds until every sink has exited (all mail accepted); raises on timeout."""
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        return time.monotonic()
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class RssSampler:
@@ -146,12 +102,6 @@ def _exe(pid: int) -> str:
         return ""
 
 
-def body(i: int, size: int) -> str:
-    line = "Postway throughput benchmark line, padding the body to the chosen size.\n"
-    text = f"Message {i}\n" + line * (size // len(line) + 1)
-    return text[:size]
-
-
 # --- Postway ---------------------------------------------------------------------------------
 
 
@@ -177,8 +127,8 @@ async def postway_run(args: argparse.Namespace, db_kind: str) -> Result:
     else:
         url = f"sqlite:///{tmp / 'postway.db'}"
     per_domain = args.messages // args.domains
-    sinks = Sinks(args.domains, per_domain)
-    transport = ",".join(f"d{i}.bench.test=127.0.0.1:{p}" for i, p in enumerate(sinks.ports))
+    sinks = Sinks(args.domains)
+    transport = ",".join(f"{d}=127.0.0.1:{p}" for d, p in sinks.domain_map().items())
     env = {
         **os.environ,
         "POSTWAY_DATA_DIR": str(tmp),
@@ -228,14 +178,16 @@ async def postway_run(args: argparse.Namespace, db_kind: str) -> Result:
                     identity_id=ident.id,
                     to=[f"lead{i}@d{i % args.domains}.bench.test"],
                     subject=f"Bench {i}",
-                    text=body(i, args.size),
+                    text=body_text(i, args.size),
                 )
                 for i in range(first, min(first + 100, total))
             ],
         )
     injected = time.monotonic()
     try:
-        ended = await asyncio.to_thread(sinks.wait, args.timeout)
+        _, ended = await asyncio.to_thread(
+            sinks.wait_total, per_domain * args.domains, args.timeout
+        )
     finally:
         for w in workers:
             w.terminate()
@@ -274,87 +226,26 @@ PF = Path("/tmp/postway-bench-postfix")
 
 def postfix_run(args: argparse.Namespace) -> Result:
     per_domain = args.messages // args.domains
-    sinks = Sinks(args.domains, per_domain)
-    etc, spool, data = PF / "etc", PF / "spool", PF / "data"
-    subprocess.run(["postfix", "-c", str(etc), "stop"], capture_output=True)
-    shutil.rmtree(PF, ignore_errors=True)
-    for d in (etc, spool, data):
-        d.mkdir(parents=True)
-    shutil.chown(data, "postfix")
-    port = free_port()
-    master = []
-    for line in Path("/etc/postfix/master.cf").read_text().splitlines():
-        cols = line.split()
-        if line and not line[0].isspace() and not line.startswith("#") and len(cols) >= 8:
-            if cols[0] == "smtp" and cols[1] == "inet":
-                cols[0] = f"127.0.0.1:{port}"
-            cols[4] = "n"  # no chroot: the private queue has no jail set up
-            line = " ".join(cols)
-        master.append(line)
-    (etc / "master.cf").write_text("\n".join(master) + "\n")
-    (etc / "transport").write_text(
-        "".join(f"d{i}.bench.test smtp:[127.0.0.1]:{p}\n" for i, p in enumerate(sinks.ports))
-    )
-    (etc / "main.cf").write_text(
-        f"""compatibility_level = 3.6
-queue_directory = {spool}
-data_directory = {data}
-myhostname = bench.postfix.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relay_domains = {" ".join(f"d{i}.bench.test" for i in range(args.domains))}
-transport_maps = texthash:{etc / "transport"}
-smtpd_recipient_restrictions = permit_mynetworks, reject
-smtp_tls_security_level = none
-smtpd_tls_security_level = none
-maillog_file = {PF / "maillog"}
-maillog_file_prefixes = /var, /dev/stdout, {PF}
-biff = no
-"""
-    )
-    main_cf = Path("/etc/postfix/main.cf")
-    default = main_cf.read_text()
-    if str(etc) not in default:  # postfix -c needs the instance named in the default config
-        main_cf.write_text(default + f"\nalternate_config_directories = {etc}\n")
-    subprocess.run(["postfix", "-c", str(etc), "check"], check=True, capture_output=True)
-    subprocess.run(["postfix", "-c", str(etc), "start"], check=True, capture_output=True)
-    wait_port(port)
-    rss = RssSampler(lambda pid, cmd: _exe(pid).startswith("/usr/lib/postfix/"))
-    started = time.monotonic()
-    sources = [
-        subprocess.Popen(
-            [
-                "smtp-source", "-s", "2", "-l", str(args.size), "-m", str(per_domain),
-                "-f", "bench@acme.example", "-t", f"lead@d{i}.bench.test", f"127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for i in range(args.domains)
-    ]  # fmt: skip
-    for s in sources:
-        s.wait()
-    injected = time.monotonic()
+    sinks = Sinks(args.domains)
+    routes = sinks.domain_map()
     try:
-        ended = sinks.wait(args.timeout)
+        pf = PostfixInstance(routes, PF)
+        rss = RssSampler(lambda pid, cmd: _exe(pid).startswith("/usr/lib/postfix/"))
+        started = time.monotonic()
+        inject_s = pf.inject([f"lead@{d}" for d in routes], per_domain, 2 * args.domains, args.size)
+        n = per_domain * args.domains
+        _, ended = sinks.wait_total(n, args.timeout)
+        peak = rss.stop()
+        pf.stop()
     finally:
         sinks.stop()
-        peak = rss.stop()
-        subprocess.run(["postfix", "-c", str(etc), "stop"], capture_output=True)
-    lat = []
-    log = (PF / "maillog").read_text(errors="replace") if (PF / "maillog").exists() else ""
-    for m in re.finditer(r"delay=([\d.]+),.*status=sent", log):
-        lat.append(float(m.group(1)))
-    n = per_domain * args.domains
     return Result(
         "postfix",
         n,
         ended - started,
-        lat,
+        pf.delays(),
         peak,
-        f"smtp-source injected {n / (injected - started):.0f}/s",
+        f"smtp-source injected {n / inject_s:.0f}/s",
     )
 
 
