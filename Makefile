@@ -25,5 +25,5 @@ test:
 lint: install
 	$(BIN)/ruff check src tests bench
 
-bench: install
-	$(BIN)/python bench/run_all.py
+bench: install  # as root: a private Postfix instance; needs postfix, wrk and PostgreSQL
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick)
