@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     mta_max_messages_per_session: int = Field(
         100, description="Managed channel: messages sent over one session before it is closed."
     )
+    relay_max_connections: int = Field(
+        3, description="Custom SMTP relay: open sessions at most per relay and credentials."
+    )
+    relay_max_messages_per_session: int = Field(
+        100, description="Custom SMTP relay: messages sent over one session before it is closed."
+    )
     smtp_verify_tls: bool = Field(
         True, description="Verify certificates of custom SMTP relays (turn off only for tests)."
     )

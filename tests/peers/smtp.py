@@ -86,7 +86,7 @@ class ScriptedSMTPServer:
         users: Mapping[str, str] | None = None,
         require_auth: bool = False,
         greeting: str | None = None,  # a refusal sent instead of the 220 greeting
-        mail_reply: str | None = None,
+        mail_reply: str | Callable[[int], str] | None = None,  # callable: by session id
         rcpt_replies: Mapping[str, str] | None = None,
         rcpt_default: str = "250 2.1.5 OK",
         data_reply: DataReply = "250 2.0.0 OK: queued as TESTQ1",
@@ -312,7 +312,8 @@ class _Handler:
         options: list[str],
     ) -> str:
         await server.act("mail")
-        reply = self.owner.mail_reply or "250 2.1.0 OK"
+        scripted = self.owner.mail_reply
+        reply = (scripted(server.session_id) if callable(scripted) else scripted) or "250 2.1.0 OK"
         if reply == DISCONNECT:
             await server.drop()
         if reply.startswith("2"):

@@ -87,6 +87,10 @@ class ChannelRegistry:
         # account id -> (account version, channel): one client per account, rebuilt (and the
         # old one closed) when the account changes (reconnected, paused, resumed...)
         self._clients: dict[str, tuple[int, gmail.GmailChannel]] = {}
+        # custom relays' sessions, kept across messages (one connect, TLS and AUTH for many)
+        self.relay_sessions = smtp.RelaySessions(
+            settings.relay_max_connections, settings.relay_max_messages_per_session
+        )
 
     def managed(self) -> Channel:
         if self._managed is None:
@@ -112,7 +116,9 @@ class ChannelRegistry:
                 raise ChannelError("no SMTP relay is configured for this sender")
             relay = relay_of(row, self.box)
             return Route(
-                smtp.SmtpChannel(relay, self.settings), row.id, module.limits(relay_host=relay.host)
+                smtp.SmtpChannel(relay, self.settings, self.relay_sessions),
+                row.id,
+                module.limits(relay_host=relay.host),
             )
         # an API channel: the user's connected account
         row = await account_of(db, message.user_id, module.account_provider or "")
@@ -149,6 +155,7 @@ class ChannelRegistry:
     async def aclose(self) -> None:
         if self._managed is not None:
             await self._managed.aclose()
+        await self.relay_sessions.aclose()
         for _, channel in list(self._clients.values()):
             await self._close(channel)
         self._clients.clear()

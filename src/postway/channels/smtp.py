@@ -1,16 +1,27 @@
 """The Custom SMTP channel: the user's own relay (Exchange, Microsoft 365, Postfix, an ESP).
 
-One session per message: connect, TLS as configured (certificates verified by default), AUTH,
-then MAIL/RCPT per recipient and DATA once. Per-recipient outcome from the RCPT and DATA
+A session is connect, TLS as configured (certificates verified by default) and AUTH; each
+message is MAIL, RCPT per recipient and DATA once. Per-recipient outcome from the RCPT and DATA
 replies: 2xx sent, 4xx or a dropped connection deferred, 5xx failed with the reply kept.
+
+Sessions are kept across messages (`RelaySessions`): one relay and one set of credentials
+share them, at most `max_connections` at once, each retired after `max_messages` messages or
+`idle_seconds` unused. A reused session found broken when MAIL is sent (the relay dropped it
+while idle) is replaced and the message sent on the new one, once: nothing of it was
+accepted. A break later in the transaction is never retried here (after DATA the relay may
+have taken the message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import socket
 import ssl
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Literal
 
 import aiosmtplib
 
@@ -59,10 +70,20 @@ async def resolve_relay(host: str, port: int, allow_private: bool) -> list[str]:
 class SmtpChannel:
     name = ChannelName.SMTP.value
 
-    def __init__(self, relay: SmtpRelay, settings: Settings) -> None:
+    def __init__(
+        self, relay: SmtpRelay, settings: Settings, sessions: RelaySessions | None = None
+    ) -> None:
         self.relay = relay
         self.settings = settings
+        self.sessions = sessions  # None: a session of its own per message
         self.step = "resolve"  # the step `open` is at, for a test that runs out of time
+
+    @property
+    def key(self) -> RelayKey:
+        """Which sessions this channel may share: same relay, security and credentials."""
+        r = self.relay
+        secret = hashlib.sha256((r.password or "").encode()).hexdigest()
+        return (r.host.lower(), r.port, r.security, r.username or "", secret, r.auth)
 
     async def aclose(self) -> None:
         return None
@@ -172,44 +193,68 @@ class SmtpChannel:
             client = await self.open()
         except ChannelError as exc:
             return RelayCheck(False, exc.step, str(exc))
-        try:
-            await client.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            client.close()
+        await _quit(client)
         return RelayCheck(True, "done", f"connected to {self.relay.host} and authenticated")
 
     async def deliver(self, message: OutboundMessage) -> list[Outcome]:
-        try:
-            client = await self.open()
-        except ChannelError as exc:
-            attention = str(exc) if exc.step in ("auth", "tls", "resolve") else None
-            return outcomes_for_all(
-                message,
-                state=DeliveryState.DEFERRED,
-                reason=REASON_AUTH_FAILURE if exc.step == "auth" else "networkerror",
-                diagnostic=str(exc),
-                remote_mta=self.relay.host,
-                needs_attention=attention,
-            )
-        try:
-            return await self._transaction(client, message)
-        finally:
+        if self.sessions is None:
             try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                client.close()
+                client = await self.open()
+            except ChannelError as exc:
+                return self._not_opened(message, exc)
+            try:
+                return (await self._transaction(client, message))[0]
+            finally:
+                await _quit(client)
+        for _ in range(2):  # a second time only when a reused session was found broken
+            try:
+                session, reused = await self.sessions.acquire(self)
+            except ChannelError as exc:
+                return self._not_opened(message, exc)
+            end: _End = "broken"
+            try:
+                if session.dirty:
+                    try:
+                        await session.client.rset()
+                        session.dirty = False
+                    except (aiosmtplib.SMTPException, OSError):
+                        end = "broken-before-mail"
+                        continue
+                outcomes, end = await self._transaction(session.client, message)
+                session.sent += 1
+            finally:
+                session.dirty = end == "dirty"
+                await self.sessions.release(self.key, session, keep=end in ("clean", "dirty"))
+            if end != "broken-before-mail" or not reused:
+                return outcomes
+        return _lost(message, ConnectionError("the relay closed the session"), self.relay.host)
+
+    def _not_opened(self, message: OutboundMessage, exc: ChannelError) -> list[Outcome]:
+        attention = str(exc) if exc.step in ("auth", "tls", "resolve") else None
+        return outcomes_for_all(
+            message,
+            state=DeliveryState.DEFERRED,
+            reason=REASON_AUTH_FAILURE if exc.step == "auth" else "networkerror",
+            diagnostic=str(exc),
+            remote_mta=self.relay.host,
+            needs_attention=attention,
+        )
 
     async def _transaction(
         self, client: aiosmtplib.SMTP, message: OutboundMessage
-    ) -> list[Outcome]:
+    ) -> tuple[list[Outcome], _End]:
+        """The outcomes, and how the session was left: `clean` (DATA answered), `dirty` (no
+        DATA: RSET before reuse), `broken-before-mail` (lost at MAIL: nothing accepted) or
+        `broken`."""
         host = self.relay.host
         options = ["SMTPUTF8"] if message.needs_smtputf8 else []
         try:
             await client.mail(message.from_address, options=options, encoding="utf-8")
         except aiosmtplib.SMTPResponseException as exc:
-            return outcomes_for_all(message, **_reply_fields(exc.code, exc.message, host))
+            fields = _reply_fields(exc.code, exc.message, host)
+            return outcomes_for_all(message, **fields), "dirty"
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return _lost(message, exc, host)
+            return _lost(message, exc, host), "broken-before-mail"
         outcomes: dict[str, Outcome] = {}
         accepted = []
         for r in message.recipients:
@@ -221,18 +266,141 @@ class SmtpChannel:
                     r.delivery_id, r.address, **_reply_fields(exc.code, exc.message, host)
                 )
             except (aiosmtplib.SMTPException, OSError) as exc:
-                return list(outcomes.values()) + _lost(message, exc, host, skip=outcomes)
-        if accepted:
-            try:
-                reply = await client.data(message.raw)
-                fields = _reply_fields(reply.code, reply.message, host)
-            except aiosmtplib.SMTPResponseException as exc:
-                fields = _reply_fields(exc.code, exc.message, host)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                return list(outcomes.values()) + _lost(message, exc, host, skip=outcomes)
-            for r in accepted:
-                outcomes[r.delivery_id] = Outcome(r.delivery_id, r.address, **fields)
-        return list(outcomes.values())
+                return list(outcomes.values()) + _lost(message, exc, host, skip=outcomes), "broken"
+        if not accepted:
+            return list(outcomes.values()), "dirty"
+        try:
+            reply = await client.data(message.raw)
+            fields = _reply_fields(reply.code, reply.message, host)
+        except aiosmtplib.SMTPResponseException as exc:
+            fields = _reply_fields(exc.code, exc.message, host)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return list(outcomes.values()) + _lost(message, exc, host, skip=outcomes), "broken"
+        for r in accepted:
+            outcomes[r.delivery_id] = Outcome(r.delivery_id, r.address, **fields)
+        return list(outcomes.values()), "clean"
+
+
+# How a transaction left its session (see SmtpChannel._transaction).
+_End = Literal["clean", "dirty", "broken-before-mail", "broken"]
+RelayKey = tuple[str, int, str, str, str, str]
+
+
+@dataclass
+class RelaySession:
+    client: aiosmtplib.SMTP
+    sent: int = 0  # messages sent over it
+    last_used: float = field(default_factory=time.monotonic)
+    dirty: bool = False  # the last transaction ended before DATA: RSET before the next
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.idle: list[RelaySession] = []
+        self.count = 0  # sessions open, idle ones included
+        self.freed = asyncio.Condition()
+
+
+class RelaySessions:
+    """Open, authenticated relay sessions kept across messages, per relay and credentials."""
+
+    def __init__(
+        self, max_connections: int = 3, max_messages: int = 100, idle_seconds: float = 5.0
+    ) -> None:
+        self.max_connections = max(1, max_connections)
+        self.max_messages = max(1, max_messages)
+        self.idle_seconds = idle_seconds
+        self._slots: dict[RelayKey, _Slot] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.opened = 0
+
+    async def acquire(self, channel: SmtpChannel) -> tuple[RelaySession, bool]:
+        """An idle session of the channel's relay, or a new one (ChannelError if it cannot be
+        opened); waits while the relay's connection limit is reached. True when reused."""
+        slot = self._slots.setdefault(channel.key, _Slot())
+        async with slot.freed:
+            while True:
+                for stale in self._take_stale(slot):
+                    stale.client.close()
+                while slot.idle:
+                    session = slot.idle.pop()
+                    if session.client.is_connected:
+                        return session, True
+                    slot.count -= 1  # the relay closed it meanwhile
+                    session.client.close()
+                if slot.count < self.max_connections:
+                    slot.count += 1
+                    break
+                await slot.freed.wait()
+        try:
+            client = await channel.open()
+        except BaseException:
+            async with slot.freed:
+                slot.count -= 1
+                slot.freed.notify()
+            raise
+        self.opened += 1
+        return RelaySession(client), False
+
+    async def release(self, key: RelayKey, session: RelaySession, *, keep: bool) -> None:
+        slot = self._slots[key]
+        keep = keep and session.client.is_connected and session.sent < self.max_messages
+        if keep:
+            session.last_used = time.monotonic()
+        else:
+            await _quit(session.client)
+        async with slot.freed:
+            if keep:
+                slot.idle.append(session)
+            else:
+                slot.count -= 1
+            slot.freed.notify()
+        if keep and (self._reaper is None or self._reaper.done()):
+            self._reaper = asyncio.create_task(self._reap())
+
+    def _take_stale(self, slot: _Slot) -> list[RelaySession]:
+        """Remove idle sessions past their idle time (caller holds slot.freed)."""
+        now = time.monotonic()
+        stale = [s for s in slot.idle if now - s.last_used >= self.idle_seconds]
+        if stale:
+            slot.idle = [s for s in slot.idle if s not in stale]
+            slot.count -= len(stale)
+            slot.freed.notify(len(stale))
+        return stale
+
+    async def _reap(self) -> None:
+        while any(slot.idle for slot in self._slots.values()):
+            await asyncio.sleep(self.idle_seconds / 2)
+            for slot in list(self._slots.values()):
+                async with slot.freed:
+                    stale = self._take_stale(slot)
+                for s in stale:
+                    await _quit(s.client)
+
+    def idle_count(self) -> int:
+        return sum(len(s.idle) for s in self._slots.values())
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for slot in self._slots.values():
+            async with slot.freed:
+                idle, slot.idle = slot.idle, []
+                slot.count -= len(idle)
+            for s in idle:
+                await _quit(s.client)
+        self._slots.clear()
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    """QUIT is a courtesy: a short wait, never an error."""
+    try:
+        async with asyncio.timeout(5.0):
+            await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
 
 
 def _reply_fields(code: int, text: str, host: str) -> dict[str, object]:
