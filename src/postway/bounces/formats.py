@@ -37,6 +37,9 @@ _ORIGINAL_RE = re.compile(
     r")",
     re.IGNORECASE | re.MULTILINE,
 )
+# Searched as its plain twin over the lower-cased text (`regex_anchors`), whole (the caller
+# reads the "marker" group).
+_ORIGINAL_FAST = Prefiltered(_ORIGINAL_RE, narrow=False)
 # A line that may open a marker written over several lines: quote marks, dashes, white space.
 _MARKER_LEAD_RE = re.compile(r"[ \t>]*+-*+\s*+")
 _COMMANDS = (
@@ -87,7 +90,7 @@ class ProseRecipient:
 
 def error_text(text: str) -> str:
     """The report's own words: everything before the returned message starts."""
-    m = _ORIGINAL_RE.search(text)
+    m = _ORIGINAL_FAST.search(text)
     if m is None:
         return text
     start = _marker_start(text, m)

@@ -40,6 +40,7 @@ from postway.domain.bounce_reasons import (
     matches,
 )
 from postway.domain.bounce_rules import Decision
+from postway.domain.regex_anchors import Prefiltered
 
 _DELAY_RE = re.compile(
     r"warning message only|has been delayed|delivery (?:is |has been )?delayed|will (?:continue"
@@ -50,6 +51,10 @@ _BOUNCE_SIGNAL_RE = re.compile(
     r"|returned mail|failure notice|delivery status notification|mail delivery|not delivered"
     r"|unable to deliver|was not delivered|delivery to the following|rejected|\b[45]\d\d[ -]"
     r"|\b[45]\.\d\.\d", re.IGNORECASE)
+# Behind their literals, and run plain over the lower-cased text (`regex_anchors`): a
+# case-folding alternation costs about 1.5 ms over 20 KB of report, the plain twin a tenth.
+_DELAY_FAST = Prefiltered(_DELAY_RE)
+_BOUNCE_SIGNAL_FAST = Prefiltered(_BOUNCE_SIGNAL_RE)
 _VAGUE = ("onhold", "undefined", "systemerror", "securityerror")
 # Bounds on the work per email, whatever arrives (the text read of each part and header is
 # bounded in `mime`): a bounce's verdict is in its first pages, and more than a thousand
@@ -134,7 +139,7 @@ def _kind(results: list[BounceResult], text: str) -> str:
     actions = {r.action for r in results}
     if actions and actions <= {"delayed"}:
         return "delay"
-    if not actions - {None} and _DELAY_RE.search(text):
+    if not actions - {None} and _DELAY_FAST.search(text):
         return "delay"
     return "bounce"
 
@@ -260,10 +265,10 @@ def _from_prose(msg: Message, body: str, own: set[str]) -> BounceReport:
         found = [ProseRecipient(a, by_address.get(a, text)) for a in failed]
     if not found:
         subject = header(msg, "Subject")
-        if not (_BOUNCE_SIGNAL_RE.search(subject) or _BOUNCE_SIGNAL_RE.search(text[:5000])):
+        if not (_BOUNCE_SIGNAL_FAST.search(subject) or _BOUNCE_SIGNAL_FAST.search(text[:5000])):
             return BounceReport("none", [])
         found = [ProseRecipient(_fallback_recipient(msg) or "", text)]
-    delayed = bool(_DELAY_RE.search(text))
+    delayed = bool(_DELAY_FAST.search(text))
     whole: ReplyClass | None = None  # the report's words at large, classified once
     signs = report_signs(msg, text)
     results: list[BounceResult] = []
