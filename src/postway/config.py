@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="How long a worker's claim on a delivery lasts before others may take it.",
     )
     worker_batch: int = Field(100, description="Deliveries claimed by a worker at a time.")
+    worker_batch_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="Bytes of raw messages a worker holds in memory at once (a larger message "
+        "still goes, alone).",
+    )
     worker_poll_seconds: float = Field(
         1.0, description="Idle wait between queue polls when nothing is due."
     )

@@ -5,7 +5,10 @@
 
 Each check is a small function that returns an `Outcome` when it decides a recipient's fate
 without sending, or None to let it pass. Channels only deliver; everything else is here, once.
-No database transaction is held while a channel talks to the network. Messages that go
+No database transaction is held while a channel talks to the network. A batch is loaded
+without the messages' raw bytes: each message's raw is read just before it is sent and
+dropped after, and the raws held at once stay within `worker_batch_bytes` (`ByteBudget`), so a
+batch of large messages is never in memory whole. Messages that go
 through one connected account are sent one after another, oldest first, so parked mail that
 is released goes out in its original order.
 """
@@ -16,12 +19,14 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from postway.channels.base import AccountStatus, OutboundMessage, Outcome, Recipient
 from postway.channels.registry import ChannelRegistry, Route
@@ -160,6 +165,30 @@ async def suppressed_among(db: AsyncSession, pairs: set[tuple[str, str]]) -> set
     return {(o, a) for o, a in rows.all()} & pairs
 
 
+class ByteBudget:
+    """Bytes held at once, up to `limit`; one holder may exceed it alone (a message larger
+    than the budget still goes, by itself). `peak` is the most ever held."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held -= size
+                self._changed.notify_all()
+
+
 @dataclass
 class BatchContext:
     """What the checks need for one claimed batch, read in one transaction."""
@@ -208,6 +237,7 @@ class Pipeline:
         self.worker_id = worker_id
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
         self._slots = asyncio.Semaphore(concurrency)
+        self.raw_bytes = ByteBudget(settings.worker_batch_bytes)
 
     async def process(self, claimed: list[Delivery]) -> None:
         """Run a claimed batch: one read for the whole batch, then each message through the
@@ -236,7 +266,12 @@ class Pipeline:
     async def _load(self, by_message: dict[str, list[Delivery]]) -> BatchContext:
         ctx = BatchContext()
         async with self.db.reader() as s, s.begin():
-            rows = await s.scalars(select(Message).where(Message.id.in_(list(by_message))))
+            # Without the raw bytes (read per message when sent); touching them here raises.
+            rows = await s.scalars(
+                select(Message)
+                .options(defer(Message.raw, raiseload=True))
+                .where(Message.id.in_(list(by_message)))
+            )
             ctx.messages = {m.id: m for m in rows}
             org_ids = {m.org_id for m in ctx.messages.values()}
             orgs = await s.scalars(select(Organisation).where(Organisation.id.in_(org_ids)))
@@ -376,20 +411,32 @@ class Pipeline:
                 )
                 for d in pending
             ]
-        outbound = OutboundMessage(
-            message_id=message.id,
-            org_id=message.org_id,
-            user_id=message.user_id,
-            from_address=message.from_address,
-            raw=message.raw,
-            recipients=tuple(Recipient(d.id, d.recipient) for d in pending),
-            needs_smtputf8=message.needs_smtputf8,
-        )
+        async with self.raw_bytes.hold(message.size):
+            async with self.db.reader() as s:
+                raw = await s.scalar(select(Message.raw).where(Message.id == message.id))
+            if raw is None:
+                raise RuntimeError(f"message {message.id} has no content")
+            outbound = OutboundMessage(
+                message_id=message.id,
+                org_id=message.org_id,
+                user_id=message.user_id,
+                from_address=message.from_address,
+                raw=raw,
+                recipients=tuple(Recipient(d.id, d.recipient) for d in pending),
+                needs_smtputf8=message.needs_smtputf8,
+            )
+            return await self._send(route, outbound, pending)
+
+    async def _send(
+        self, route: Route, outbound: OutboundMessage, pending: list[Delivery]
+    ) -> list[Outcome]:
         started = time.perf_counter()
         try:
             return await route.channel.deliver(outbound)
         except Exception as exc:
-            log.exception("channel %s raised for message %s", route.channel.name, message.id)
+            log.exception(
+                "channel %s raised for message %s", route.channel.name, outbound.message_id
+            )
             return [
                 Outcome(
                     d.id,
