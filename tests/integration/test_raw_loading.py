@@ -79,7 +79,6 @@ async def test_batch_holds_raws_lazily_within_its_byte_bound(rt, smtp_server):
             select(func.count()).select_from(Delivery).where(Delivery.state == "sent")
         )
     assert sent == MESSAGES and len(srv.received) == MESSAGES
-    assert asked == MESSAGES  # each raw read once, when its message was sent
-    assert len(held_at_load) == MESSAGES  # one read per message, none for the whole batch
+    assert asked == MESSAGES  # each raw read once, when its message was about to be sent
     assert max(held_at_load) <= 2, held_at_load
     assert rt.worker.pipeline.raw_bytes.held == 0

@@ -189,6 +189,46 @@ class ByteBudget:
                 self._changed.notify_all()
 
 
+class RawLoader:
+    """Reads raw messages when they are about to be sent; the requests made while one read
+    is pending go together in the next (one query for many small messages, not one each)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, message_id: str) -> bytes:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[message_id] = future
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._fetch())
+        return await future
+
+    async def _fetch(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(0)  # let the other messages ready to go ask as well
+            batch, self._waiting = self._waiting, {}
+            try:
+                async with self.db.reader() as s:
+                    rows = await s.execute(
+                        select(Message.id, Message.raw).where(Message.id.in_(list(batch)))
+                    )
+                    found: dict[str, bytes] = {mid: raw for mid, raw in rows.all()}
+            except Exception as exc:
+                for future in batch.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for mid, future in batch.items():
+                if future.done():
+                    continue
+                if mid in found:
+                    future.set_result(found[mid])
+                else:
+                    future.set_exception(RuntimeError(f"message {mid} has no content"))
+
+
 @dataclass
 class BatchContext:
     """What the checks need for one claimed batch, read in one transaction."""
@@ -238,6 +278,7 @@ class Pipeline:
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
         self._slots = asyncio.Semaphore(concurrency)
         self.raw_bytes = ByteBudget(settings.worker_batch_bytes)
+        self._raws = RawLoader(db)
 
     async def process(self, claimed: list[Delivery]) -> None:
         """Run a claimed batch: one read for the whole batch, then each message through the
@@ -412,10 +453,7 @@ class Pipeline:
                 for d in pending
             ]
         async with self.raw_bytes.hold(message.size):
-            async with self.db.reader() as s:
-                raw = await s.scalar(select(Message.raw).where(Message.id == message.id))
-            if raw is None:
-                raise RuntimeError(f"message {message.id} has no content")
+            raw = await self._raws.get(message.id)
             outbound = OutboundMessage(
                 message_id=message.id,
                 org_id=message.org_id,
