@@ -6,6 +6,7 @@ bodies are encoded 7-bit-safe (quoted-printable or base64) so any relay can carr
 Header fields holding user text (names, subject, file names, extra header values) are rendered
 by `header_render`, never parsed by the `email` package: its parser decodes encoded-words in
 user text and would write them back out as structure (another From address, a new header).
+The bytes themselves are written by `mime_writer`, without the `email` package.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy as email_policy
-from email.errors import MessageError
-from email.message import MIMEPart
 from email.utils import format_datetime
 
 from postway.domain.addresses import (
@@ -34,6 +32,13 @@ from postway.domain.header_render import (
     attachment_disposition,
     mailbox,
     unstructured,
+)
+from postway.domain.mime_writer import (
+    Entity,
+    attachment_entity,
+    message_bytes,
+    multipart_entity,
+    text_entity,
 )
 from postway.domain.visible_recipients import (
     restrict_visible_recipients as restrict_visible_recipients,  # one copy's To/Cc/Bcc
@@ -99,10 +104,6 @@ _ALLOWED_EXTRA_HEADERS = frozenset(
         "feedback-id",
     }
 )
-
-# SMTP with CRLF; raw_data_manager is the policy default. utf8=True only when an address needs it.
-_POLICY = email_policy.SMTP
-_POLICY_UTF8 = email_policy.SMTPUTF8
 
 
 @dataclass(frozen=True)
@@ -171,29 +172,25 @@ def build_message(
         needs_smtputf8(a)
         for a in (clean.from_email, *clean.to, *clean.cc, *clean.bcc, clean.reply_to or "x@x")
     )
-    policy = _POLICY_UTF8 if smtputf8 else _POLICY
-
-    msg = MIMEPart(policy=policy)
-    # The From field holds exactly one address, the identity's; see header_render.mailbox.
-    msg["From"] = mailbox("From", _addr_spec(clean.from_email), clean.from_name)
+    fields = [
+        # The From field holds exactly one address, the identity's; see header_render.mailbox.
+        mailbox("From", _addr_spec(clean.from_email), clean.from_name)
+    ]
     if clean.to:
-        msg["To"] = address_list("To", [_addr_spec(a) for a in clean.to])
+        fields.append(address_list("To", [_addr_spec(a) for a in clean.to]))
     if clean.cc:
-        msg["Cc"] = address_list("Cc", [_addr_spec(a) for a in clean.cc])
+        fields.append(address_list("Cc", [_addr_spec(a) for a in clean.cc]))
     # Bcc is deliberately never written: Bcc recipients exist only in the envelope.
     if clean.reply_to:
-        msg["Reply-To"] = mailbox("Reply-To", _addr_spec(clean.reply_to), "")
-    msg["Subject"] = unstructured("Subject", clean.subject)
-    msg["Date"] = format_datetime(when)
-    msg["Message-ID"] = RenderedHeader("Message-ID", [mid])
-    for name, value in clean.headers:
-        msg[name] = unstructured(name, value)
-    _set_body(msg, clean)
-    msg["MIME-Version"] = "1.0"
+        fields.append(mailbox("Reply-To", _addr_spec(clean.reply_to), ""))
+    fields.append(unstructured("Subject", clean.subject))
+    fields.append(RenderedHeader("Date", [format_datetime(when)]))
+    fields.append(RenderedHeader("Message-ID", [mid]))
+    fields.extend(unstructured(name, value) for name, value in clean.headers)
 
     try:
-        raw = msg.as_bytes()
-    except (UnicodeError, ValueError, MessageError) as exc:  # unreachable after the checks above
+        raw = message_bytes(fields, _body_entity(clean), utf8=smtputf8)
+    except UnicodeError as exc:  # unreachable after the checks above
         raise InvalidInput(f"message could not be encoded: {exc}") from exc
     return BuiltMessage(raw=raw, message_id=mid, needs_smtputf8=smtputf8, size=len(raw))
 
@@ -378,35 +375,22 @@ def _addr_spec(address: str) -> str:
     return f"{local}@{domain}"
 
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
-_NEEDS_QUOTING = re.compile(rb"[\x80-\xff\x00-\x08\x0b-\x1f]")  # 3 bytes each in QP
-
-
-def _text_cte(text: str) -> str:
-    """7bit for short-lined plain ASCII; else the smaller of quoted-printable and base64."""
-    data = text.encode("utf-8")
-    plain = data.isascii() and _CONTROL.search(data) is None
-    if plain and all(len(line) <= 78 for line in data.split(b"\n")):
-        return "7bit"
-    high = len(_NEEDS_QUOTING.findall(data))
-    # Each such byte costs 3 in quoted-printable; base64 costs 4/3 of everything.
-    return "quoted-printable" if len(data) + 2 * high <= len(data) * 4 // 3 else "base64"
-
-
-def _set_body(msg: MIMEPart, clean: _Clean) -> None:
-    """Fill `msg` in place; add_alternative/add_attachment build the multipart nesting."""
+def _body_entity(clean: _Clean) -> Entity:
+    """text/plain or text/html alone, multipart/alternative for both, in multipart/mixed with
+    attachments (or alone in it: an attachment-only message); an empty text/plain at least."""
+    bodies = []
     if clean.text is not None:
-        msg.set_content(clean.text, subtype="plain", charset="utf-8", cte=_text_cte(clean.text))
+        bodies.append(text_entity(clean.text, "plain"))
     if clean.html is not None:
-        cte = _text_cte(clean.html)
-        if clean.text is not None:
-            msg.add_alternative(clean.html, subtype="html", charset="utf-8", cte=cte)
-        else:
-            msg.set_content(clean.html, subtype="html", charset="utf-8", cte=cte)
-    if clean.text is None and clean.html is None and not clean.attachments:
-        msg.set_content("", subtype="plain", charset="utf-8", cte="7bit")
-    for filename, maintype, subtype, content in clean.attachments:
-        # No filename= here: the email package would parse it (decoding encoded-words in it).
-        msg.add_attachment(content, maintype=maintype, subtype=subtype)
-        part = msg.get_payload()[-1]
-        part.replace_header("Content-Disposition", attachment_disposition(filename))
+        bodies.append(text_entity(clean.html, "html"))
+    body = multipart_entity("alternative", bodies) if len(bodies) == 2 else None
+    if body is None and bodies:
+        body = bodies[0]
+    if not clean.attachments:
+        return body or text_entity("", "plain")
+    # The file name is rendered by header_render (RFC 2231 when not plain ASCII), never parsed.
+    attachments = [
+        attachment_entity(content, maintype, subtype, attachment_disposition(filename))
+        for filename, maintype, subtype, content in clean.attachments
+    ]
+    return multipart_entity("mixed", [body, *attachments] if body else attachments)
