@@ -49,3 +49,17 @@ class ChannelError(PostwayError):
     def __init__(self, message: str, step: str = "unknown") -> None:
         super().__init__(message)
         self.step = step
+
+
+class NotStored(PostwayError):
+    """The database refused to store something the checks accepted (a constraint, a trigger):
+    the request is answered 500 and nothing of it was kept."""
+
+
+class Unavailable(PostwayError):
+    """The database cannot be reached or written now; nothing was stored. Answered 503 with
+    `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))

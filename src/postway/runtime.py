@@ -12,6 +12,8 @@ from postway.channels.base import AccountNeedsReconnect, Channel
 from postway.channels.google_api import GoogleApi, GoogleAuthError, GoogleError
 from postway.channels.registry import ChannelRegistry
 from postway.config import Settings
+from postway.delivery.group_commit import GroupCommit
+from postway.delivery.send_cache import SendCache
 from postway.delivery.worker import Worker
 from postway.errors import ChannelError
 from postway.metrics import Metrics
@@ -40,6 +42,8 @@ class Runtime:
             google=self.new_google_api,
         )
         self._worker: Worker | None = None
+        self.send_cache = SendCache()
+        self.group_commit = GroupCommit(self.db, settings, self.send_cache)
         self.public_url = settings.resolved_base_url()
         self.inbox: LocalInbox | None = None  # demo mode only
 
@@ -98,6 +102,7 @@ class Runtime:
     async def aclose(self) -> None:
         if self._worker is not None:
             self._worker.stop()
+        await self.group_commit.aclose()
         await self.registry.aclose()
         if self._google_api is not None:
             await self._google_api.aclose()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postway.channels.gmail import PROVIDER as GMAIL_PROVIDER
@@ -23,9 +25,9 @@ from postway.errors import Conflict, InvalidInput, PostwayError, TooLarge
 from postway.store.accounts import account_of
 from postway.store.channel_settings import effective_setting
 from postway.store.db import Database
-from postway.store.events import append_event
+from postway.store.events import append_event, event_row
 from postway.store.identities import get_identity
-from postway.store.models import Delivery, Identity, Message, new_id, utcnow
+from postway.store.models import Delivery, DeliveryEvent, Identity, Message, new_id, utcnow
 from postway.store.users import Principal
 
 # Counts are checked before any item is looked at: validating addresses one by one is the
@@ -34,6 +36,7 @@ MAX_RECIPIENTS = 1000  # to + cc + bcc of one message
 MAX_ATTACHMENTS = 100
 MAX_BATCH = 500  # messages in one POST /messages/batch
 MAX_BATCH_RECIPIENTS = 5000  # recipients of all the messages of one batch together
+QUEUED = DeliveryState.QUEUED.value
 
 
 @dataclass
@@ -93,23 +96,23 @@ def check_counts(req: SendRequest) -> None:
         )
 
 
-def _draft(req: SendRequest, identity: Identity, limit: int, from_email: str) -> Draft:
+def _draft(req: SendRequest, ctx: SendContext, limit: int) -> Draft:
     check_counts(req)
     to, cc, bcc = _addresses(req.to, "to"), _addresses(req.cc, "cc"), _addresses(req.bcc, "bcc")
     if not to and not cc and not bcc:
         raise InvalidInput("to: give at least one recipient", field="to")
     return Draft(
-        from_name=identity.name,
-        from_email=from_email,
+        from_name=ctx.name,
+        from_email=ctx.from_email,
         to=tuple(to),
         cc=tuple(cc),
         bcc=tuple(bcc),
         subject=req.subject,
         text=req.text,
         html=req.html,
-        reply_to=identity.reply_to,
+        reply_to=ctx.reply_to,
         attachments=_attachments(req.attachments, limit),
-        signature=identity.signature,
+        signature=ctx.signature,
     )
 
 
@@ -142,6 +145,20 @@ async def _sender_address(db: AsyncSession, channel: ChannelName, identity: Iden
 
 
 @dataclass(frozen=True, slots=True)
+class SendContext:
+    """What a send's reads decided, as plain values. Equal contexts build the same message,
+    so the group commit can tell whether a cached context still holds by comparing them."""
+
+    user_id: str
+    identity_id: str
+    name: str
+    reply_to: str | None
+    signature: str | None
+    channel: ChannelName
+    from_email: str
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """A validated, built message that is ready to be stored."""
 
@@ -153,12 +170,11 @@ class Prepared:
     subject: str
 
 
-async def prepare_message(
-    db: AsyncSession, settings: Settings, who: Principal, req: SendRequest
-) -> Prepared:
-    """Every check and the MIME build; reads only, so it can run outside the write lock."""
+async def load_context(db: AsyncSession, who: Principal, identity_id: str) -> SendContext:
+    """The identity, its channel and the From address recipients will see; raises what the
+    send would be refused for (unknown identity, unverified, channel not ready)."""
     with db.no_autoflush:  # pending rows of earlier messages go out together at commit
-        identity = await get_identity(db, who, req.identity_id)
+        identity = await get_identity(db, who, identity_id)
         cache = db.info.setdefault("effective_channel", {})
         if identity.id not in cache:  # one lookup per identity per transaction
             cache[identity.id] = await effective_setting(db, identity)
@@ -168,13 +184,33 @@ async def prepare_message(
         raise Conflict("the smtp channel is chosen but no relay is configured")
     with db.no_autoflush:
         from_email = await _sender_address(db, channel, identity)
-    draft = _draft(req, identity, settings.max_message_bytes, from_email)
+    return SendContext(
+        identity.user_id,
+        identity.id,
+        identity.name,
+        identity.reply_to,
+        identity.signature,
+        channel,
+        from_email,
+    )
+
+
+def build_prepared(ctx: SendContext, settings: Settings, req: SendRequest) -> Prepared:
+    """Validate the request and build its MIME message; no I/O."""
+    draft = _draft(req, ctx, settings.max_message_bytes)
     built = build_message(draft, message_id_domain=settings.hostname)
     if built.size > settings.max_message_bytes:
         raise TooLarge(
             f"message: {built.size} bytes is over the limit of {settings.max_message_bytes} bytes"
         )
-    return Prepared(identity.id, from_email, channel, draft, built, req.subject)
+    return Prepared(ctx.identity_id, ctx.from_email, ctx.channel, draft, built, req.subject)
+
+
+async def prepare_message(
+    db: AsyncSession, settings: Settings, who: Principal, req: SendRequest
+) -> Prepared:
+    """Every check and the MIME build; reads only, so it can run outside the write lock."""
+    return build_prepared(await load_context(db, who, req.identity_id), settings, req)
 
 
 def store_message(
@@ -199,18 +235,100 @@ def store_message(
         created_at=now,
     )
     db.add(message)
-    deliveries = []
-    seen: set[str] = set()
-    for kind, addrs in (("to", p.draft.to), ("cc", p.draft.cc), ("bcc", p.draft.bcc)):
-        for addr in addrs:
-            if addr.lower() in seen:  # one delivery per recipient, even if named twice
-                continue
-            seen.add(addr.lower())
-            deliveries.append(new_delivery(settings, message, addr, kind, now))
+    deliveries = [new_delivery(settings, message, addr, kind, now) for kind, addr in _recipients(p)]
     db.add_all(deliveries)
     for d in deliveries:
         append_event(db, d, "queued", channel=p.channel.value)
     return message, deliveries
+
+
+def _recipients(p: Prepared) -> list[tuple[str, str]]:
+    """(kind, address) once per recipient, even if named twice."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for kind, addrs in (("to", p.draft.to), ("cc", p.draft.cc), ("bcc", p.draft.bcc)):
+        for addr in addrs:
+            if addr.lower() not in seen:
+                seen.add(addr.lower())
+                out.append((kind, addr))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A stored message as the API reports it: its id, Message-ID and (delivery id, recipient)
+    per recipient, every one of them `queued`."""
+
+    id: str
+    message_id_header: str
+    deliveries: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Rows:
+    """Column values of accepted messages, written with one multi-row INSERT per table."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, settings: Settings, who: Principal, p: Prepared, now: datetime) -> Accepted:
+        mid = new_id()
+        self.messages.append(
+            {
+                "id": mid,
+                "org_id": who.org_id,
+                "user_id": who.user_id,
+                "identity_id": p.identity_id,
+                "kind": "user",
+                "channel": p.channel.value,
+                "from_address": p.from_address,
+                "subject": p.subject,
+                "message_id_header": p.built.message_id,
+                "raw": p.built.raw,
+                "size": p.built.size,
+                "needs_smtputf8": p.built.needs_smtputf8,
+                "created_at": now,
+            }
+        )
+        expires = now + timedelta(seconds=settings.queue_lifetime_seconds)
+        done = []
+        for kind, addr in _recipients(p):
+            did = new_id()
+            self.deliveries.append(
+                {
+                    "id": did,
+                    "message_id": mid,
+                    "org_id": who.org_id,
+                    "user_id": who.user_id,
+                    "recipient": addr,
+                    "recipient_domain": domain_of(addr),
+                    "kind": kind,
+                    "channel": p.channel.value,
+                    "state": QUEUED,
+                    "attempts": 0,
+                    "due_at": now,
+                    "expires_at": expires,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            self.events.append(
+                event_row(did, who.org_id, "queued", QUEUED, {"channel": p.channel.value}, now)
+            )
+            done.append((did, addr))
+        return Accepted(mid, p.built.message_id, tuple(done))
+
+    async def insert(self, db: AsyncSession) -> None:
+        """Messages, then deliveries, then events: each table in one executemany."""
+        conn = await db.connection()
+        for table, rows in (
+            (Message.__table__, self.messages),
+            (Delivery.__table__, self.deliveries),
+            (DeliveryEvent.__table__, self.events),
+        ):
+            if rows:
+                await conn.execute(insert(table), rows)
 
 
 async def submit_message(
@@ -222,7 +340,7 @@ async def submit_message(
 
 async def accept_messages(
     database: Database, settings: Settings, who: Principal, reqs: list[SendRequest]
-) -> list[tuple[Message, list[Delivery]]]:
+) -> list[Accepted]:
     """Many messages at once (a CRM's sequence step): all are checked and built in one read
     transaction, then stored in one write transaction; all or none are accepted."""
     if len(reqs) > MAX_BATCH:
@@ -249,8 +367,11 @@ async def accept_messages(
                 raise type(exc)(f"{where}.{exc}", field=f"{where}.{exc.field or ''}") from exc
             except PostwayError as exc:
                 raise type(exc)(f"messages[{i}]: {exc}") from exc
+    rows, now = Rows(), utcnow()
+    accepted = [rows.add(settings, who, p, now) for p in prepared]
     async with database.session() as s, s.begin():
-        return [store_message(s, settings, who, p) for p in prepared]
+        await rows.insert(s)
+    return accepted
 
 
 async def accept_message(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -126,6 +127,60 @@ async def create_token(
     return token
 
 
+# last_used_at is written at most this often per token: a write per API call would make
+# every request a write transaction (SQLite's single writer lock, a WAL frame each).
+TOKEN_TOUCH_EVERY = timedelta(minutes=1)
+NO_SUCH_TOKEN_WORDS = "the bearer token is unknown or revoked"  # noqa: S105 (words, not a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOwner:
+    """Who a valid token belongs to, and when its use was last recorded."""
+
+    principal: Principal
+    token_id: str
+    last_used_at: datetime | None
+
+    def needs_touch(self, now: datetime) -> bool:
+        return self.last_used_at is None or now - self.last_used_at >= TOKEN_TOUCH_EVERY
+
+
+def _owner(row: ApiToken, user: User | None, now: datetime) -> TokenOwner:
+    if row.expires_at is not None and row.expires_at <= now:
+        raise AuthenticationFailed("the bearer token has expired; create a new one")
+    if user is None:
+        raise AuthenticationFailed("the bearer token's user no longer exists")
+    if not is_active(user):
+        raise AuthenticationFailed("the bearer token's user is deactivated")
+    return TokenOwner(principal_of(user), row.id, row.last_used_at)
+
+
+async def owners_of_tokens(
+    db: AsyncSession, hashes: Collection[str]
+) -> dict[str, TokenOwner | AuthenticationFailed]:
+    """For each token hash its owner, or why it is refused; one query for all. Reads only."""
+    rows = await db.execute(
+        select(ApiToken, User)
+        .outerjoin(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash.in_(list(hashes)), ApiToken.revoked_at.is_(None))
+    )
+    now = utcnow()
+    out: dict[str, TokenOwner | AuthenticationFailed] = {}
+    for token, user in rows.all():
+        try:
+            out[token.token_hash] = _owner(token, user, now)
+        except AuthenticationFailed as exc:
+            out[token.token_hash] = exc
+    return {h: out.get(h) or AuthenticationFailed(NO_SUCH_TOKEN_WORDS) for h in hashes}
+
+
+async def touch_tokens(db: AsyncSession, token_ids: Collection[str], now: datetime) -> None:
+    if token_ids:
+        await db.execute(
+            update(ApiToken).where(ApiToken.id.in_(list(token_ids))).values(last_used_at=now)
+        )
+
+
 async def user_for_token(db: AsyncSession, token: str) -> User:
     row = await db.scalar(
         select(ApiToken).where(
@@ -133,16 +188,13 @@ async def user_for_token(db: AsyncSession, token: str) -> User:
         )
     )
     if row is None:
-        raise AuthenticationFailed("the bearer token is unknown or revoked")
+        raise AuthenticationFailed(NO_SUCH_TOKEN_WORDS)
     now = utcnow()
-    if row.expires_at is not None and row.expires_at <= now:
-        raise AuthenticationFailed("the bearer token has expired; create a new one")
     user = await db.get(User, row.user_id)
-    if user is None:
-        raise AuthenticationFailed("the bearer token's user no longer exists")
-    if not is_active(user):
-        raise AuthenticationFailed("the bearer token's user is deactivated")
-    row.last_used_at = now
+    owner = _owner(row, user, now)
+    if owner.needs_touch(now):
+        row.last_used_at = now
+    assert user is not None  # _owner refuses a token without its user
     return user
 
 

@@ -10,25 +10,31 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from postway.delivery.queue_admin import get_delivery, retry_now
+from postway.delivery.submit import (
+    Accepted,
+    SendRequest,
+    accept_messages,
+    build_prepared,
+    load_context,
+)
 from postway.delivery.submit import AttachmentIn as SubmitAttachment
-from postway.delivery.submit import SendRequest, accept_message, accept_messages
 from postway.domain.channel_guide import explain
-from postway.domain.states import ChannelName
+from postway.domain.states import ChannelName, DeliveryState
 from postway.domain.throttle import parse_limits
 from postway.errors import InvalidInput, NotFound
 from postway.store import channel_settings as cs
 from postway.store import identities as ids
 from postway.store import messages as msgs
 from postway.store import users
-from postway.store.models import Delivery, Message, Organisation, Suppression, utcnow
+from postway.store.models import Organisation, Suppression, utcnow
 from postway.store.org_rules import clean_domains, set_blocked_domains
 from postway.web import verification
 from postway.web.channel_choice import check_relay, current_channel, save_channel
-from postway.web.deps import Admin, Caller, RuntimeDep
+from postway.web.deps import Admin, Caller, RuntimeDep, SendCaller
+from postway.web.fast_json import FastJSON
 from postway.web.gmail_view import from_by_channel, gmail_account_out
 from postway.web.openapi_doc import error_responses
 from postway.web.schemas import (
-    AcceptedDelivery,
     AcceptedOut,
     BlockedDomainsIn,
     ChannelIn,
@@ -83,9 +89,7 @@ async def create_identity(body: IdentityIn, who: Caller, rt: RuntimeDep) -> Iden
     return IdentityOut.of(row)
 
 
-@router.get(
-    "/identities/{identity_id}", response_model=IdentityOut, responses=error_responses(404)
-)
+@router.get("/identities/{identity_id}", response_model=IdentityOut, responses=error_responses(404))
 async def get_identity(identity_id: str, who: Caller, rt: RuntimeDep) -> IdentityOut:
     """One identity, with `effective_from`: the address recipients see on each channel."""
     async with rt.db.session() as s, s.begin():
@@ -182,24 +186,33 @@ def _request(body: SendIn) -> SendRequest:
     )
 
 
-def _accepted(message: Message, deliveries: list[Delivery]) -> AcceptedOut:
-    return AcceptedOut(
-        id=message.id,
-        message_id_header=message.message_id_header,
-        deliveries=[
-            AcceptedDelivery(id=d.id, recipient=d.recipient, state=d.state) for d in deliveries
+def _accepted(a: Accepted) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "message_id_header": a.message_id_header,
+        "deliveries": [
+            {"id": d, "recipient": r, "state": DeliveryState.QUEUED.value} for d, r in a.deliveries
         ],
-    )
+    }
 
 
 @router.post(
     "/messages", response_model=AcceptedOut, status_code=202, responses=error_responses(404, 409)
 )
-async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut:
-    message, deliveries = await accept_message(rt.db, rt.settings, who, _request(body))
+async def send_message(body: SendIn, who: SendCaller, rt: RuntimeDep) -> Response:
+    key = (who.principal.user_id, body.identity_id)
+    ctx = rt.send_cache.contexts.get(key)
+    if ctx is None:
+        async with rt.db.reader() as s, s.begin():
+            ctx = await load_context(s, who.principal, body.identity_id)
+        rt.send_cache.contexts.put(key, ctx)
+    req = _request(body)
+    accepted = await rt.group_commit.submit(
+        who.token_hash, who.owner, ctx, req, build_prepared(ctx, rt.settings, req)
+    )
     # committed: from here on the message is durable
     rt.wake_worker()
-    return _accepted(message, deliveries)
+    return FastJSON(_accepted(accepted), status_code=202)
 
 
 @router.post(
@@ -208,12 +221,12 @@ async def send_message(body: SendIn, who: Caller, rt: RuntimeDep) -> AcceptedOut
     status_code=202,
     responses=error_responses(404, 409),
 )
-async def send_batch(body: SendBatchIn, who: Caller, rt: RuntimeDep) -> list[AcceptedOut]:
+async def send_batch(body: SendBatchIn, who: Caller, rt: RuntimeDep) -> Response:
     """Up to 500 messages in one request, accepted all together or not at all; an error
     names the message by its index (`messages[3].to[0]: ...`)."""
     done = await accept_messages(rt.db, rt.settings, who, [_request(m) for m in body.messages])
     rt.wake_worker()
-    return [_accepted(m, ds) for m, ds in done]
+    return FastJSON([_accepted(a) for a in done], status_code=202)
 
 
 @router.get("/messages", response_model=Page)
@@ -297,9 +310,7 @@ async def list_failed(
 # --- organisation rules (admin) -------------------------------------------------------------
 
 
-@router.get(
-    "/suppressions", response_model=list[SuppressionOut], responses=error_responses(403)
-)
+@router.get("/suppressions", response_model=list[SuppressionOut], responses=error_responses(403))
 async def list_suppressions(who: Admin, rt: RuntimeDep) -> list[SuppressionOut]:
     async with rt.db.session() as s, s.begin():
         rows = await s.scalars(
@@ -318,9 +329,7 @@ async def list_suppressions(who: Admin, rt: RuntimeDep) -> list[SuppressionOut]:
         ]
 
 
-@router.delete(
-    "/suppressions/{address}", status_code=204, responses=error_responses(403, 404)
-)
+@router.delete("/suppressions/{address}", status_code=204, responses=error_responses(403, 404))
 async def lift_suppression(address: str, who: Admin, rt: RuntimeDep) -> Response:
     async with rt.db.session() as s, s.begin():
         row = await s.scalar(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -21,9 +22,19 @@ from postway.errors import (
     PostwayError,
     RateLimited,
     TooLarge,
+    Unavailable,
 )
 from postway.runtime import Runtime
-from postway.store.users import Principal, principal_of, user_for_session, user_for_token
+from postway.security import token_hash
+from postway.store.models import utcnow
+from postway.store.users import (
+    Principal,
+    TokenOwner,
+    owners_of_tokens,
+    principal_of,
+    touch_tokens,
+    user_for_session,
+)
 
 SESSION_COOKIE = "postway_session"
 
@@ -39,14 +50,58 @@ RuntimeDep = Annotated[Runtime, Depends(runtime)]
 PRINCIPAL_KEY = "postway.principal"
 
 
-async def authenticate_bearer(rt: Runtime, header: str) -> Principal:
-    """The caller named by an `Authorization: Bearer <token>` header value."""
+# Where the API gate leaves the token's owner for the send route (see `send_caller`).
+SENDER_KEY = "postway.sender"
+# Sends are authenticated from the per-process cache: the group commit checks the token
+# again in its write transaction before anything is stored.
+SEND_PATHS = frozenset({"/api/v1/messages"})
+
+
+def bearer_token(header: str) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("send an API token: 'Authorization: Bearer <token>'")
-    async with rt.db.session() as s, s.begin():
-        user = await user_for_token(s, token.strip())
-        return principal_of(user)
+    return token.strip()
+
+
+async def token_owner(rt: Runtime, hashed: str) -> TokenOwner:
+    """The token's owner, read now (no cache); its use is recorded at most once a minute."""
+    async with rt.db.reader() as s, s.begin():
+        owner = (await owners_of_tokens(s, [hashed]))[hashed]
+    if isinstance(owner, AuthenticationFailed):
+        raise owner
+    now = utcnow()
+    if owner.needs_touch(now):
+        async with rt.db.session() as s, s.begin():
+            await touch_tokens(s, [owner.token_id], now)
+        owner = TokenOwner(owner.principal, owner.token_id, now)
+    return owner
+
+
+async def authenticate_bearer(rt: Runtime, header: str) -> Principal:
+    """The caller named by an `Authorization: Bearer <token>` header value."""
+    return (await token_owner(rt, token_hash(bearer_token(header)))).principal
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """The caller of a send: its token's hash and owner, checked again at the group commit."""
+
+    token_hash: str
+    owner: TokenOwner
+
+    @property
+    def principal(self) -> Principal:
+        return self.owner.principal
+
+
+async def _gate_send(rt: Runtime, scope: Scope, header: str) -> None:
+    hashed = token_hash(bearer_token(header))
+    owner = rt.send_cache.owners.get(hashed)
+    if owner is None:
+        owner = await token_owner(rt, hashed)
+        rt.send_cache.owners.put(hashed, owner)
+    scope[SENDER_KEY] = Sender(hashed, owner)
 
 
 def api_gate(rt: Runtime) -> Callable[[Scope], Awaitable[Response | None]]:
@@ -54,11 +109,15 @@ def api_gate(rt: Runtime) -> Callable[[Scope], Awaitable[Response | None]]:
     without a valid token gets 401 however large a body it is sending."""
 
     async def gate(scope: Scope) -> Response | None:
-        if not str(scope.get("path", "")).startswith("/api/"):
+        path = str(scope.get("path", ""))
+        if not path.startswith("/api/"):
             return None
         header = Headers(scope=scope).get("authorization", "")
         try:
-            scope[PRINCIPAL_KEY] = await authenticate_bearer(rt, header)
+            if path in SEND_PATHS and scope.get("method") == "POST":
+                await _gate_send(rt, scope, header)
+            else:
+                scope[PRINCIPAL_KEY] = await authenticate_bearer(rt, header)
         except AuthenticationFailed as exc:
             return error_response(exc)
         return None
@@ -82,6 +141,21 @@ async def api_caller(
 
 
 Caller = Annotated[Principal, Depends(api_caller)]
+
+
+async def send_caller(
+    request: Request,
+    rt: RuntimeDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+) -> Sender:
+    known = request.scope.get(SENDER_KEY)
+    if isinstance(known, Sender):
+        return known
+    hashed = token_hash(bearer_token(request.headers.get("authorization", "")))
+    return Sender(hashed, await token_owner(rt, hashed))
+
+
+SendCaller = Annotated[Sender, Depends(send_caller)]
 
 
 async def admin_caller(who: Caller) -> Principal:
@@ -111,6 +185,7 @@ STATUS = [
     (TooLarge, 413),
     (RateLimited, 429),
     (InvalidInput, 400),
+    (Unavailable, 503),
 ]
 
 
@@ -121,6 +196,6 @@ def error_response(exc: PostwayError) -> JSONResponse:
     if field:
         body["field"] = field
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Unavailable):
         headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(body, status_code=code, headers=headers)
