@@ -49,6 +49,18 @@ _EOL = ("\r\n", "\r", "\n")
 # The part attribute `mime.content_type` keeps a part's content type under.
 CONTENT_TYPE_KEY = "_postway_ctype"
 _BLANK = ""  # eof marker meaning "a blank line ends this block" (delivery-status blocks)
+# Line ends str.splitlines knows besides \n (the text holds no others: it is ASCII with
+# surrogates for the other bytes).
+_OTHER_BREAKS = ("\r", "\v", "\f", "\x1c", "\x1d", "\x1e")
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of `text` with their ends, split at \\r\\n, \\r and \\n as the standard parser
+    splits them (StringIO with newline=""); by str.splitlines, in C, when the text holds no
+    other character that it also takes for a line end."""
+    if any(brk in text for brk in _OTHER_BREAKS):
+        return StringIO(text, newline="").readlines()
+    return text.splitlines(keepends=True)
 
 
 def _strip_eol(text: str) -> str:
@@ -73,8 +85,7 @@ class _Splitter:
     __slots__ = ("lines", "pos", "back", "ends", "last", "marks")
 
     def __init__(self, text: str) -> None:
-        # StringIO(newline="") splits at \r\n, \r and \n and keeps them, as the standard parser.
-        self.lines = StringIO(text, newline="").readlines()
+        self.lines = _lines(text)
         # The lines that may end a part (a boundary starts with "-", a blank line with a line
         # end), so that a part's body is found by looking at these only.
         self.marks = [i for i, line in enumerate(self.lines) if line[0] in "-\r\n"]
@@ -141,7 +152,7 @@ class _Splitter:
             parent.attach(msg)
         self.last = msg
         self._headers(msg, self._header_lines())
-        ctype = msg.get_content_type()
+        ctype = _content_type(msg)
         # Kept where `mime.content_type` looks first: the readers of a report ask every part.
         msg.__dict__[CONTENT_TYPE_KEY] = ctype.split()[0] if ctype else "text/plain"
         if depth >= MAX_NESTING:
@@ -298,6 +309,18 @@ class _Splitter:
                 last.epilogue = _strip_eol(last.epilogue)
         elif isinstance(last._payload, str):  # noqa: SLF001 - what the standard parser trims
             last._payload = _strip_eol(last._payload)  # noqa: SLF001
+
+
+def _content_type(msg: Message) -> str:
+    """`msg.get_content_type()`, read straight from the header list when the value is ASCII
+    (compat32 hands such a value back unchanged; other values go the standard way)."""
+    for name, value in msg._headers:  # noqa: SLF001 - read only, as Message.get reads it
+        if name.lower() == "content-type":
+            if not (isinstance(value, str) and value.isascii()):
+                return msg.get_content_type()
+            ctype = value.partition(";")[0].strip().lower()
+            return ctype if ctype.count("/") == 1 else "text/plain"
+    return msg.get_default_type()
 
 
 def split_message(raw: bytes) -> Message:

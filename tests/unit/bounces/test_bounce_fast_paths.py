@@ -119,3 +119,42 @@ def test_any_text_is_searched_as_by_the_pattern(text: str) -> None:
         want = pattern.search(text)
         got = Prefiltered(pattern, narrow=False).search(text)
         assert (got and got.span()) == (want and want.span())
+
+
+_LINE_BITS = st.sampled_from(["a", "From: x", "\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d",
+                              "\x1e", "\x85", "\u2028", "\udc85", "\udce2", " ", "--b"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_LINE_BITS, max_size=30))
+def test_lines_are_split_as_the_standard_parser_splits_them(bits: list[str]) -> None:
+    from io import StringIO
+
+    from postway.bounces.mime_split import _lines
+
+    text = "".join(bits).encode("utf-8", "surrogateescape").decode("ascii", "surrogateescape")
+    assert _lines(text) == StringIO(text, newline="").readlines()
+
+
+# What the splitter stores: ASCII, with surrogates standing for the other bytes.
+_CTYPE_BITS = st.sampled_from(["text/plain", "TEXT/HTML", "message/rfc822", " ", ";", "/",
+                               "charset=utf-8", "multipart/mixed", "\tx", "\n ", "\udce9",
+                               "boundary=\"a;b\"", "text", "=?utf-8?q?x?="])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_CTYPE_BITS, max_size=6).map("".join), max_size=3),
+       st.sampled_from(["text/plain", "message/rfc822"]))
+def test_content_type_read_from_the_headers_as_the_standard_way(
+        values: list[str], default: str) -> None:
+    from email._policybase import compat32
+    from email.message import Message
+
+    from postway.bounces.mime_split import _content_type
+
+    msg = Message(policy=compat32)
+    msg.set_default_type(default)
+    msg._headers.append(("X-Other", "text/html"))  # noqa: SLF001 - as the splitter fills it
+    for value in values:
+        msg._headers.append(("Content-TYPE", value))  # noqa: SLF001
+    assert _content_type(msg) == msg.get_content_type()
