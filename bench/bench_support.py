@@ -99,13 +99,14 @@ class Sinks:
     def wait_total(self, n: int, timeout: float, stall: float = 120.0) -> tuple[int, float]:
         """Wait until the sinks have `n` messages in all, `timeout` passes, or nothing
         arrives for `stall` seconds. Returns (messages received, time of the last one)."""
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         while time.monotonic() < deadline:
             with self._lock:
                 got, last = sum(self.counts), self.last_change
             if got >= n:
                 break
-            if last and time.monotonic() - last > stall:
+            if time.monotonic() - max(last, began) > stall:  # nothing new in this wait
                 break
             time.sleep(0.05)
         with self._lock:
