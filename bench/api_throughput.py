@@ -76,6 +76,7 @@ POSTWAY = ROOT / ".venv" / "bin" / "postway"
 PF_BASE = Path("/tmp/postway-bench-postfix-api")
 USER, PASSWORD = "bench@acme.example", "bench-password-0123"
 BATCH = 100  # messages per batch request
+versions: dict[str, str] = {}  # system -> the code it ran (code_version)
 
 
 @dataclass
@@ -522,7 +523,20 @@ def million_phase(pw: Postway, sinks: Sinks, args: argparse.Namespace, system: s
     )
 
 
+def code_version() -> str:
+    """The commit Postway runs from, and whether src/ has changes not committed (the
+    checkout may be edited while a long run goes on)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"{head or '?'}{' + uncommitted src/ changes' if dirty else ''}"
+
+
 def postway_run(system: str, args: argparse.Namespace) -> list[Row]:
+    versions[system] = code_version()
     tmp = Path(tempfile.mkdtemp(prefix="pw-apibench-"))
     sinks = Sinks(args.domains)
     pw = Postway(system.removeprefix("postway-"), sinks.domain_map(), tmp)
@@ -709,6 +723,8 @@ def main() -> None:
         rows = postfix_run(args, messages) + rows
     rows.sort(key=lambda r: (["single", "batch", "backlog", "million"].index(r.kind), r.system))
     print(render(rows, args.markdown))
+    for system, version in versions.items():
+        print(f"{system} ran from {version}")
     print(
         f"\nloadavg before: {load_before}; after: {Path('/proc/loadavg').read_text().strip()}"
         f" ({os.cpu_count()} CPUs). end-to-end = messages at the sinks / (first request to "
