@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -72,37 +72,79 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Web and API port.")] = 8025,
     bounce_port: Annotated[int, typer.Option(help="Bounce intake SMTP port (0: off).")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Delivery worker processes (0: one on SQLite, one per spare core on PostgreSQL).",
+        ),
+    ] = 0,
     demo: Annotated[
         bool, typer.Option(help="Seed a demo user; route mail to a local inbox.")
     ] = False,
 ) -> None:
-    """Run everything in one process: web, API and the delivery worker (SQLite by default)."""
-    from postway.server import run_server
+    """Run everything with one command: the web app and API in one process and the delivery
+    workers in others, started and stopped together (SQLite by default)."""
+    if demo:  # the demo's local inbox lives in the one process that serves it
+        from postway.server import run_server
 
-    _guard(
-        lambda: asyncio.run(
-            run_server(Settings(), host, port, bounce_port, worker=True, web=True, demo=demo)
+        _guard(
+            lambda: run_loop(
+                run_server(Settings(), host, port, bounce_port, worker=True, web=True, demo=True)
+            )
         )
-    )
+        return
+    from postway.supervisor import serve as serve_all
+
+    status = 0
+
+    def go() -> None:
+        nonlocal status
+        status = serve_all(Settings(), host, port, bounce_port, workers or None)
+
+    _guard(go)
+    raise typer.Exit(status)
+
+
+Supervised = Annotated[bool, typer.Option("--supervised", hidden=True)]
 
 
 @app.command()
 def web(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Web and API port.")] = 8025,
+    supervised: Supervised = False,
 ) -> None:
     """Run the web app and API only (scale out next to `postway worker`)."""
     from postway.server import run_server
 
-    _guard(lambda: asyncio.run(run_server(Settings(), host, port, 0, worker=False, web=True)))
+    _guard(
+        lambda: run_loop(
+            run_server(Settings(), host, port, 0, worker=False, web=True, announce=not supervised)
+        )
+    )
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    host: Annotated[str, typer.Option(help="Address of the bounce intake.")] = "127.0.0.1",
+    bounce_port: Annotated[int, typer.Option(help="Bounce intake SMTP port (0: off).")] = 0,
+    supervised: Supervised = False,
+) -> None:
     """Run the delivery worker only; run as many as you like against one PostgreSQL."""
     from postway.server import run_server
 
-    _guard(lambda: asyncio.run(run_server(Settings(), "", 0, 0, worker=True, web=False)))
+    _guard(lambda: run_loop(run_server(Settings(), host, 0, bounce_port, worker=True, web=False)))
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a server coroutine on uvloop when it is installed (faster sockets and timers)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def _guard(fn: Callable[[], object]) -> None:

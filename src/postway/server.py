@@ -35,6 +35,7 @@ async def run_server(
     worker: bool,
     web: bool,
     demo: bool = False,
+    announce: bool = True,
 ) -> None:
     setup_logging(settings.log_level, settings.log_format)
     configured_base_url = settings.base_url  # the setup link uses it only when configured
@@ -68,6 +69,7 @@ async def run_server(
                 port=port,
                 log_level="warning",
                 lifespan="off",
+                http="httptools",
                 proxy_headers=False,
             )
             server = uvicorn.Server(config)
@@ -75,7 +77,8 @@ async def run_server(
             tasks.append(asyncio.create_task(server.serve()))
             if demo:
                 print(demo_banner(host, port, await seed_demo(rt)), flush=True)
-            await _announce(rt, host, port, configured_base_url)
+            if announce:  # under `postway serve` the supervisor has said it once
+                await _announce(rt, host, port, configured_base_url)
         if worker:
             tasks.append(asyncio.create_task(rt.worker.run()))
             # custom SMTP senders' bounce mailboxes (IMAP), read next to the queue
@@ -111,6 +114,19 @@ async def run_server(
         await rt.aclose()
         if inbox is not None:
             await inbox.aclose()
+
+
+async def prepare_and_announce(settings: Settings, host: str, port: int) -> None:
+    """Migrate the database and print where Postway answers (and the first-run link) once,
+    before `postway serve` starts its processes."""
+    setup_logging(settings.log_level, settings.log_format)
+    configured_base_url = settings.base_url
+    rt = Runtime(settings)
+    try:
+        await rt.start()
+        await _announce(rt, host, port, configured_base_url)
+    finally:
+        await rt.aclose()
 
 
 async def _start_intake(rt: Runtime, host: str, port: int) -> BounceIntake:

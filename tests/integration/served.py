@@ -38,12 +38,38 @@ class Served:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def children(self) -> dict[str, int]:
+        """The supervisor's child processes by role ("web", "worker"): role -> pid."""
+        return children_of(self.proc.pid)
+
     def status_kb(self, field: str) -> int:
-        """A memory figure of the server process from /proc (VmRSS, VmHWM: peak RSS), in kB."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        """A memory figure of the web process from /proc (VmRSS, VmHWM: peak RSS), in kB."""
+        pid = self.children()["web"]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-        raise AssertionError(f"no {field} in /proc/{self.proc.pid}/status")
+        raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def children_of(parent: int) -> dict[str, int]:
+    """Running `postway web` / `postway worker` children of `parent`, by role (a later
+    worker replaces an earlier one under the same key; tests here run one)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) != parent or fields[0] == "Z":
+            continue
+        for role in (b"web", b"worker"):
+            if role in argv and b"postway" in argv:
+                found[role.decode()] = int(entry.name)
+    return found
 
 
 def _env(data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
