@@ -30,7 +30,6 @@ _7BIT_LINE = 78  # longer plain lines go quoted-printable (RFC 5322's recommende
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _NEEDS_QUOTING = re.compile(rb"[\x80-\xff\x00-\x08\x0b-\x1f]")  # 3 bytes each in QP
-_LONG_LINE = re.compile(rb"[^\n]{%d}" % (_7BIT_LINE + 1))  # one bounded quantifier: linear
 # binascii.b2a_qp encodes white space before a line end after its length check, so such a
 # line can come out one or two octets over the limit; only these endings can.
 _QP_ENCODED_WSP_AT_EOL = (b"=20\r\n", b"=09\r\n")
@@ -40,15 +39,16 @@ _QP_ENCODED_WSP_AT_EOL = (b"=20\r\n", b"=09\r\n")
 class Entity:
     """A MIME entity: its Content-* header lines (each ending in CRLF) and its encoded body.
 
-    `body` is empty or ends in CRLF. As the whole message the headers follow the message's
-    own fields; as a part of a multipart they come first.
+    The body is kept in pieces, each made of whole CRLF-ended lines, and joined once for the
+    whole message (a large attachment is not copied again at every level of nesting). As the
+    whole message the headers follow the message's own fields; in a multipart they come first.
     """
 
     headers: str
-    body: bytes
+    body: tuple[bytes, ...]
 
-    def as_part(self) -> bytes:
-        return (self.headers + CRLF).encode("ascii") + self.body
+    def as_part(self) -> list[bytes]:
+        return [(self.headers + CRLF).encode("ascii"), *self.body]
 
 
 def text_cte(data: bytes) -> str:
@@ -56,7 +56,8 @@ def text_cte(data: bytes) -> str:
 
     `data` is the UTF-8 text with LF line ends, before the final line end is added.
     """
-    if data.isascii() and _CONTROL.search(data) is None and _LONG_LINE.search(data) is None:
+    plain = data.isascii() and _CONTROL.search(data) is None
+    if plain and max(map(len, data.split(b"\n"))) <= _7BIT_LINE:
         return "7bit"
     high = len(_NEEDS_QUOTING.findall(data))
     # Each such byte costs 3 in quoted-printable; base64 costs 4/3 of everything.
@@ -79,7 +80,7 @@ def text_entity(text: str, subtype: str) -> Entity:
     headers = (
         f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: {cte}{CRLF}'
     )
-    return Entity(headers, body)
+    return Entity(headers, (body,))
 
 
 def attachment_entity(
@@ -91,17 +92,20 @@ def attachment_entity(
         f"Content-Transfer-Encoding: base64{CRLF}"
         f"{field(disposition)}"
     )
-    return Entity(headers, base64_lines(content))
+    return Entity(headers, (base64_lines(content),))
 
 
 def multipart_entity(subtype: str, parts: Sequence[Entity]) -> Entity:
     """multipart/<subtype> holding `parts` in order, under a boundary found in none of them."""
     encoded = [part.as_part() for part in parts]
-    boundary = new_boundary(encoded)
+    # Every piece is whole lines and a boundary holds no line break, so checking each piece
+    # is checking every line of every part.
+    boundary = new_boundary([piece for part in encoded for piece in part])
     opening = b"--" + boundary + b"\r\n"
-    body = b"".join([opening + part + b"\r\n" for part in encoded]) + b"--" + boundary + b"--\r\n"
+    body = [piece for part in encoded for piece in (opening, *part, b"\r\n")]
+    body.append(b"--" + boundary + b"--\r\n")
     headers = f'Content-Type: multipart/{subtype};{CRLF} boundary="{boundary.decode()}"{CRLF}'
-    return Entity(headers, body)
+    return Entity(headers, tuple(body))
 
 
 def new_boundary(parts: Iterable[bytes]) -> bytes:
@@ -128,7 +132,7 @@ def message_bytes(fields: Iterable[RenderedHeader], entity: Entity, *, utf8: boo
     Without `utf8` (SMTPUTF8) the header block must be ASCII; UnicodeEncodeError otherwise.
     """
     head = "".join([field(f) for f in fields]) + entity.headers + "MIME-Version: 1.0" + CRLF * 2
-    return head.encode("utf-8" if utf8 else "ascii") + entity.body
+    return b"".join([head.encode("utf-8" if utf8 else "ascii"), *entity.body])
 
 
 def quoted_printable(data: bytes) -> bytes:
@@ -149,7 +153,9 @@ def _split_long_qp_lines(out: bytes) -> bytes:
 
 def base64_lines(data: bytes) -> bytes:
     """Base64 in lines of 76 characters, each ending in CRLF (empty for empty data)."""
+    if not data:
+        return b""
     encoded = binascii.b2a_base64(data, newline=False)
-    return b"".join(
-        [encoded[i : i + _B64_LINE] + b"\r\n" for i in range(0, len(encoded), _B64_LINE)]
-    )
+    lines = [encoded[i : i + _B64_LINE] for i in range(0, len(encoded), _B64_LINE)]
+    lines.append(b"")
+    return b"\r\n".join(lines)

@@ -380,7 +380,7 @@ def test_boundary_found_in_a_part_is_not_used(monkeypatch: pytest.MonkeyPatch) -
     entity = mime_writer.multipart_entity("alternative", [text, html])
     assert f'boundary="==============={"2" * 24}=="' in entity.headers
     msg = message_from_bytes(
-        (entity.headers + "\r\n").encode() + entity.body, policy=email_policy.default
+        (entity.headers + "\r\n").encode() + b"".join(entity.body), policy=email_policy.default
     )
     assert isinstance(msg, EmailMessage)
     first, second = msg.iter_parts()
