@@ -746,3 +746,19 @@ def test_any_filename_decodes_to_the_given_text(filenames: list[str], data: byte
         assert att.get_payload(decode=True) == data
         assert not list(att.iter_parts())
     assert_one_from(built, msg, BASE.from_name)
+
+
+def test_repeated_addresses_are_checked_alike_every_time() -> None:
+    # Address checks are remembered between drafts; a refusal must still name its own field.
+    bad = "not an address"
+    for field in ("to", "cc", "bcc", "to", "from_email", "reply_to"):
+        value = (bad,) if field in ("to", "cc", "bcc") else bad
+        with pytest.raises(InvalidInput) as info:
+            build(replace(BASE, **{field: value}))  # type: ignore[arg-type]
+        name = f"{field}[0]" if field in ("to", "cc", "bcc") else field
+        assert info.value.field == name
+        assert str(info.value).startswith(f"{name}: 'not an address' is not a valid email")
+    for _ in range(2):
+        draft = replace(BASE, to=(" Carol@Example.ORG ",), reply_to="Carol@Example.ORG")
+        assert envelope_recipients(draft) == ("Carol@example.org",)
+        assert parse(build(draft))["Reply-To"] == "Carol@example.org"
