@@ -111,8 +111,8 @@ def multipart_entity(subtype: str, parts: Sequence[Entity]) -> Entity:
 def new_boundary(parts: Iterable[bytes]) -> bytes:
     """A random boundary occurring nowhere in `parts` (so no line of theirs can close them).
 
-    Quoted-printable and base64 output hold no "==" run of this length, so only 7bit text
-    could ever contain one, and then only by reproducing 96 random bits.
+    Quoted-printable and base64 output never hold a run of 15 "=", so only 7bit text or a
+    plain file name could contain one, and then only by guessing 96 random bits.
     """
     texts = tuple(parts)
     while True:
