@@ -632,6 +632,12 @@ def postfix_run(args: argparse.Namespace, messages: int) -> list[Row]:
             peak, pss = rss.stop()
             pf.stop()
             got -= at_sinks
+            note = (
+                f"filled by smtp-source with defer_transports=smtp "
+                f"({per * len(recipients) / inject_s:.0f}/s), then postqueue -f"
+            )
+            if got < per * len(recipients):
+                note += f"; only {got:,} delivered in time"
             rows.append(
                 Row(
                     "postfix",
@@ -639,8 +645,7 @@ def postfix_run(args: argparse.Namespace, messages: int) -> list[Row]:
                     e2e_s=got / (last - started) if got else 0.0,
                     peak_mb=peak,
                     pss_mb=pss,
-                    note=f"filled by smtp-source with defer_transports=smtp "
-                    f"({per * len(recipients) / inject_s:.0f}/s), then postqueue -f",
+                    note=note,
                     kind="backlog",
                 )
             )
