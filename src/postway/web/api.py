@@ -11,15 +11,10 @@ from sqlalchemy import select
 
 from postway.delivery.queue_admin import get_delivery, retry_now
 from postway.delivery.submit import (
-    Accepted,
-    SendRequest,
     accept_messages,
-    build_prepared,
-    load_context,
 )
-from postway.delivery.submit import AttachmentIn as SubmitAttachment
 from postway.domain.channel_guide import explain
-from postway.domain.states import ChannelName, DeliveryState
+from postway.domain.states import ChannelName
 from postway.domain.throttle import parse_limits
 from postway.errors import InvalidInput, NotFound
 from postway.store import channel_settings as cs
@@ -55,6 +50,7 @@ from postway.web.schemas import (
     SuppressionOut,
     ThrottleIO,
 )
+from postway.web.send_lane import accepted_json, send_one, send_request
 
 router = APIRouter(prefix="/api/v1")
 Limit = Query(50, ge=1, le=500)
@@ -173,46 +169,12 @@ async def test_relay(who: Caller, rt: RuntimeDep, body: SmtpIn | None = None) ->
 # --- messages ------------------------------------------------------------------------------
 
 
-def _request(body: SendIn) -> SendRequest:
-    return SendRequest(
-        identity_id=body.identity_id,
-        to=body.to,
-        cc=body.cc,
-        bcc=body.bcc,
-        subject=body.subject,
-        text=body.text,
-        html=body.html,
-        attachments=[SubmitAttachment(**a.model_dump()) for a in body.attachments],
-    )
-
-
-def _accepted(a: Accepted) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "message_id_header": a.message_id_header,
-        "deliveries": [
-            {"id": d, "recipient": r, "state": DeliveryState.QUEUED.value} for d, r in a.deliveries
-        ],
-    }
-
-
 @router.post(
     "/messages", response_model=AcceptedOut, status_code=202, responses=error_responses(404, 409)
 )
 async def send_message(body: SendIn, who: SendCaller, rt: RuntimeDep) -> Response:
-    key = (who.principal.user_id, body.identity_id)
-    ctx = rt.send_cache.contexts.get(key)
-    if ctx is None:
-        async with rt.db.reader() as s, s.begin():
-            ctx = await load_context(s, who.principal, body.identity_id)
-        rt.send_cache.contexts.put(key, ctx)
-    req = _request(body)
-    accepted = await rt.group_commit.submit(
-        who.token_hash, who.owner, ctx, req, build_prepared(ctx, rt.settings, req)
-    )
-    # committed: from here on the message is durable
-    rt.wake_worker()
-    return FastJSON(_accepted(accepted), status_code=202)
+    """Usually answered by `send_lane` before routing; the same `send_one` either way."""
+    return await send_one(rt, who, body)
 
 
 @router.post(
@@ -224,9 +186,9 @@ async def send_message(body: SendIn, who: SendCaller, rt: RuntimeDep) -> Respons
 async def send_batch(body: SendBatchIn, who: Caller, rt: RuntimeDep) -> Response:
     """Up to 500 messages in one request, accepted all together or not at all; an error
     names the message by its index (`messages[3].to[0]: ...`)."""
-    done = await accept_messages(rt.db, rt.settings, who, [_request(m) for m in body.messages])
+    done = await accept_messages(rt.db, rt.settings, who, [send_request(m) for m in body.messages])
     rt.wake_worker()
-    return FastJSON([_accepted(a) for a in done], status_code=202)
+    return FastJSON([accepted_json(a) for a in done], status_code=202)
 
 
 @router.get("/messages", response_model=Page)

@@ -20,6 +20,7 @@ from postway.web.body_limit import BodyLimit
 from postway.web.deps import api_gate, error_response
 from postway.web.openapi_doc import document_api
 from postway.web.security_headers import DOCS_PATHS, SecurityHeaders
+from postway.web.send_lane import SendLane
 
 LOOPBACK = {"127.0.0.1", "::1"}
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
@@ -45,6 +46,8 @@ def create_app(rt: Runtime) -> FastAPI:
     # base64 inflates attachments by a third; allow for it plus JSON overhead
     body_limit = int(rt.settings.max_message_bytes * 1.4) + 1024 * 1024
     # outermost of the app's own layers: nothing reads a body before it is counted
+    # innermost: sends that need no routing are answered here, after the gate and the limit
+    app.add_middleware(SendLane, rt=rt)
     app.add_middleware(BodyLimit, limit=body_limit, gate=api_gate(rt))
     # added last, so outermost: even a 413 from BodyLimit carries the headers
     app.add_middleware(SecurityHeaders, docs_paths=DOCS_PATHS if demo else ())

@@ -39,7 +39,8 @@ from postway.store.users import (
 SESSION_COOKIE = "postway_session"
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
+    # async: a plain function dependency would be run in a thread for every request
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
