@@ -66,6 +66,12 @@ def _forbidden_char(value: str) -> str | None:
     return None
 
 
+# Addresses already found valid, and their normal form: a send checks each address where the
+# request is read and again where the message is built, and validation is the costly part.
+_VALID: dict[str, str] = {}
+_VALID_MAX = 4096
+
+
 def normalize_address(value: str, *, field: str = "email") -> str:
     """Return the normalized form of one bare email address, or raise InvalidInput naming `field`.
 
@@ -77,6 +83,17 @@ def normalize_address(value: str, *, field: str = "email") -> str:
     """
     if not isinstance(value, str):
         raise InvalidInput(f"{field}: expected an email address as text", field=field)
+    known = _VALID.get(value)
+    if known is not None:
+        return known
+    normalized = _normalize(value, field)
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[value] = _VALID[normalized] = normalized  # the normal form is its own normal form
+    return normalized
+
+
+def _normalize(value: str, field: str) -> str:
     stripped = value.strip(" \t")
     if not stripped:
         raise InvalidInput(f"{field}: an email address is required", field=field)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postway.domain.addresses import (
+    _normalize,
     ascii_form,
     check_display_name,
     check_header_text,
@@ -204,3 +205,27 @@ def test_domain_of_raises_only_invalid_input(value: str) -> None:
     except InvalidInput:
         return
     assert result.isascii() and result == result.lower()
+
+
+@given(st.one_of(st.emails(), st.text()))
+def test_an_address_seen_before_gets_the_answer_it_got_the_first_time(value: str) -> None:
+    # normalize_address remembers valid addresses; a remembered answer must be the answer
+    # the full check gives, and an invalid address must be refused every time
+    try:
+        checked = _normalize(value, "to")
+    except InvalidInput:
+        for _ in range(2):
+            with pytest.raises(InvalidInput):
+                normalize_address(value, field="to")
+        return
+    assert normalize_address(value) == checked
+    assert normalize_address(value) == checked  # now from memory
+    assert normalize_address(checked) == checked
+
+
+def test_a_remembered_address_is_not_refused_under_another_field_name() -> None:
+    first = normalize_address("Ada@Example.ORG", field="to[0]")
+    assert normalize_address("Ada@Example.ORG", field="cc[3]") == first == "Ada@example.org"
+    with pytest.raises(InvalidInput) as exc:
+        normalize_address("not-an-address", field="cc[3]")
+    assert exc.value.field == "cc[3]"
