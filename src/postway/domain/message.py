@@ -11,7 +11,6 @@ The bytes themselves are written by `mime_writer`, without the `email` package.
 
 from __future__ import annotations
 
-import functools
 import html as html_lib
 import re
 import uuid
@@ -80,7 +79,6 @@ class BuiltMessage:
 
 
 SUBJECT_MAX_LEN = 998
-_CACHED_ADDRESS_LEN = 320  # longer input is never a valid address (ADDRESS_MAX_LEN bytes)
 FILENAME_MAX_LEN = 255
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -202,7 +200,7 @@ def build_message(
 
 def _clean(draft: Draft) -> _Clean:
     from_name = check_display_name(draft.from_name, field="from_name")
-    from_email = _normalize(draft.from_email, "from_email")
+    from_email = normalize_address(draft.from_email, field="from_email")
     to = _addresses(draft.to, "to")
     cc = _addresses(draft.cc, "cc")
     bcc = _addresses(draft.bcc, "bcc")
@@ -210,7 +208,7 @@ def _clean(draft: Draft) -> _Clean:
         raise InvalidInput("to: add at least one recipient (to, cc or bcc)", field="to")
     reply_to = None
     if draft.reply_to is not None and draft.reply_to.strip(" \t"):
-        reply_to = _normalize(draft.reply_to, "reply_to")
+        reply_to = normalize_address(draft.reply_to, field="reply_to")
     subject = check_header_text(draft.subject, field="subject", max_len=SUBJECT_MAX_LEN)
     signature = _body(draft.signature, "signature")
     text = _body(draft.text, "text")
@@ -244,28 +242,9 @@ def _seq(values: object, field: str) -> tuple[object, ...]:
 
 def _addresses(values: object, field: str) -> tuple[str, ...]:
     return tuple(
-        _normalize(str(v) if not isinstance(v, str) else v, f"{field}[{i}]")
+        normalize_address(str(v) if not isinstance(v, str) else v, field=f"{field}[{i}]")
         for i, v in enumerate(_seq(values, field))
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def _normalized_or_none(value: str) -> str | None:
-    try:
-        return normalize_address(value)
-    except InvalidInput:
-        return None
-
-
-def _normalize(value: str, field: str) -> str:
-    """`normalize_address`, remembered: a draft is checked more than once on its way (validate,
-    envelope, build) and the sender's address is the same on every send. Only short strings
-    are kept, so the cache stays small; refusals are raised again, naming `field`."""
-    if isinstance(value, str) and len(value) <= _CACHED_ADDRESS_LEN:
-        normalized = _normalized_or_none(value)
-        if normalized is not None:
-            return normalized
-    return normalize_address(value, field=field)
 
 
 def _body(value: str | None, field: str) -> str | None:
