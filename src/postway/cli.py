@@ -107,6 +107,7 @@ def serve(
 
 
 Supervised = Annotated[bool, typer.Option("--supervised", hidden=True)]
+WakeFds = Annotated[str, typer.Option("--wake-fds", hidden=True)]
 
 
 @app.command()
@@ -114,15 +115,23 @@ def web(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Web and API port.")] = 8025,
     supervised: Supervised = False,
+    wake_fds: WakeFds = "",
 ) -> None:
     """Run the web app and API only (scale out next to `postway worker`)."""
     from postway.server import run_server
+    from postway.wake import parse_fds
 
-    _guard(
-        lambda: run_loop(
-            run_server(Settings(), host, port, 0, worker=False, web=True, announce=not supervised)
-        )
+    server = run_server(
+        Settings(),
+        host,
+        port,
+        0,
+        worker=False,
+        web=True,
+        announce=not supervised,
+        wake_fds=parse_fds(wake_fds),
     )
+    _guard(lambda: run_loop(server))
 
 
 @app.command()
@@ -130,11 +139,16 @@ def worker(
     host: Annotated[str, typer.Option(help="Address of the bounce intake.")] = "127.0.0.1",
     bounce_port: Annotated[int, typer.Option(help="Bounce intake SMTP port (0: off).")] = 0,
     supervised: Supervised = False,
+    wake_fds: WakeFds = "",
 ) -> None:
     """Run the delivery worker only; run as many as you like against one PostgreSQL."""
     from postway.server import run_server
+    from postway.wake import parse_fds
 
-    _guard(lambda: run_loop(run_server(Settings(), host, 0, bounce_port, worker=True, web=False)))
+    server = run_server(
+        Settings(), host, 0, bounce_port, worker=True, web=False, wake_fds=parse_fds(wake_fds)
+    )
+    _guard(lambda: run_loop(server))
 
 
 def run_loop(coro: Coroutine[Any, Any, T]) -> T:

@@ -19,6 +19,7 @@ from postway.errors import ChannelError
 from postway.metrics import Metrics
 from postway.security import SecretBox
 from postway.store.accounts import NewTokens, StoredAccounts
+from postway.wake import WakeSender
 
 if TYPE_CHECKING:
     from postway.demo import LocalInbox
@@ -43,6 +44,7 @@ class Runtime:
         )
         self._worker: Worker | None = None
         self.send_cache = SendCache()
+        self.wake_sender: WakeSender | None = None
         self.group_commit = GroupCommit(self.db, settings, self.send_cache)
         self.public_url = settings.resolved_base_url()
         self.inbox: LocalInbox | None = None  # demo mode only
@@ -94,6 +96,8 @@ class Runtime:
     def wake_worker(self) -> None:
         if self._worker is not None:
             self._worker.wake()
+        if self.wake_sender is not None:  # workers in other processes (`postway serve`)
+            self.wake_sender.wake()
 
     async def start(self) -> None:
         logging.getLogger("postway").setLevel(self.settings.log_level.upper())

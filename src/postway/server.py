@@ -19,6 +19,7 @@ from postway.demo import LocalInbox, demo_banner, seed_demo
 from postway.logs import setup_logging
 from postway.runtime import Runtime
 from postway.store.models import User
+from postway.wake import WakeListener, WakeSender
 
 if TYPE_CHECKING:
     from postway.bounces.intake import BounceIntake
@@ -36,6 +37,7 @@ async def run_server(
     web: bool,
     demo: bool = False,
     announce: bool = True,
+    wake_fds: list[int] | None = None,
 ) -> None:
     setup_logging(settings.log_level, settings.log_format)
     configured_base_url = settings.base_url  # the setup link uses it only when configured
@@ -49,6 +51,12 @@ async def run_server(
         settings.transport = f"*=127.0.0.1:{inbox.port}"
     rt = Runtime(settings)
     rt.inbox = inbox
+    listener: WakeListener | None = None
+    if wake_fds and web:
+        rt.wake_sender = WakeSender(wake_fds)
+    elif wake_fds and worker:
+        listener = WakeListener(wake_fds[0], rt.worker.wake)
+        listener.start()
     await rt.start()
     tasks: list[asyncio.Task[None]] = []
     server: uvicorn.Server | None = None
@@ -85,9 +93,7 @@ async def run_server(
             scanner = ImapBounceScanner(rt.db, rt.settings, rt.box)
             tasks.append(asyncio.create_task(scanner.run()))
             # Gmail senders' mailboxes (accounts connected with bounce scanning)
-            gmail_scanner = GmailBounceScanner(
-                rt.db, rt.settings, rt.accounts, rt.new_google_api
-            )
+            gmail_scanner = GmailBounceScanner(rt.db, rt.settings, rt.accounts, rt.new_google_api)
             tasks.append(asyncio.create_task(gmail_scanner.run()))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -111,6 +117,8 @@ async def run_server(
                 await asyncio.wait_for(t, 10)
         if intake is not None:
             await intake.stop()
+        if listener is not None:
+            listener.close()
         await rt.aclose()
         if inbox is not None:
             await inbox.aclose()

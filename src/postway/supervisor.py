@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,24 +53,39 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_exits: int = 0
-    restarts: int = field(default=0)
+    restarts: int = 0
+    fds: tuple[int, ...] = field(default=())  # inherited: its ends of the wake sockets
 
     def start(self) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 (our own interpreter and entry point)
-            self.argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None
+            self.argv,
+            pass_fds=self.fds,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.started = time.monotonic()
 
 
 def children_for(host: str, port: int, bounce_port: int, workers: int) -> list[Child]:
+    """The web child and `workers` worker children, each worker joined to the web by a
+    datagram socket pair (see `wake`); the pairs outlive restarts of either side."""
     entry = [sys.executable, "-m", "postway"]
-    kids = [Child("web", [*entry, "web", "--host", host, "--port", str(port), "--supervised"])]
-    for i in range(workers):
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(workers)]
+    _KEEP.extend(pairs)  # open for the life of the supervisor
+    send_ends = tuple(a.fileno() for a, _ in pairs)
+    web_argv = [*entry, "web", "--host", host, "--port", str(port), "--supervised"]
+    if send_ends:
+        web_argv += ["--wake-fds", ",".join(map(str, send_ends))]
+    kids = [Child("web", web_argv, fds=send_ends)]
+    for i, (_, listen_end) in enumerate(pairs):
         argv = [*entry, "worker", "--host", host, "--supervised"]
+        argv += ["--wake-fds", str(listen_end.fileno())]
         if i == 0 and bounce_port:
             argv += ["--bounce-port", str(bounce_port)]  # one intake, in the first worker
-        kids.append(Child(f"worker-{i + 1}", argv))
+        kids.append(Child(f"worker-{i + 1}", argv, fds=(listen_end.fileno(),)))
     return kids
+
+
+_KEEP: list[tuple[socket.socket, socket.socket]] = []
 
 
 def supervise(children: list[Child]) -> int:

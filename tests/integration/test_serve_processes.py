@@ -16,7 +16,7 @@ import httpx
 from served import _env, _seed_in_thread, children_of, served_postway
 
 
-async def _until(check, seconds: float = 30.0):  # type: ignore[no-untyped-def]
+async def _until(check, seconds: float = 90.0):  # type: ignore[no-untyped-def]
     for _ in range(int(seconds * 10)):
         value = check()
         if value:
@@ -109,3 +109,22 @@ def test_a_child_that_cannot_start_stops_the_server_with_its_error(tmp_path: Pat
     assert "web keeps failing at start-up" in proc.stderr
     assert "address already in use" in (proc.stdout + proc.stderr).lower()
     assert children_of(os.getpid()) == {}
+
+
+async def test_accepted_mail_wakes_the_worker_process_before_its_next_poll(
+    tmp_path: Path, smtp_server
+):
+    srv = await smtp_server()
+    # the worker would look at the queue again only in ten minutes: delivery within the
+    # test's wait means the web process woke it
+    with served_postway(
+        tmp_path, POSTWAY_ALLOW_PRIVATE_RELAYS="true", POSTWAY_WORKER_POLL_SECONDS="600"
+    ) as served:
+        async with httpx.AsyncClient(
+            base_url=served.base_url, headers={"Authorization": f"Bearer {served.token}"}
+        ) as c:
+            iid = await _relay_sender(c, srv.port)
+            await asyncio.sleep(1)  # the worker has made its start-up look and is waiting
+            for n in (1, 2):
+                await _send(c, iid, f"lead{n}@client.example")
+                await _until(lambda n=n: len(srv.received) == n)
