@@ -322,13 +322,13 @@ class Rows:
     async def insert(self, db: AsyncSession) -> None:
         """Messages, then deliveries, then events: each table in one executemany."""
         conn = await db.connection()
-        for table, rows in (
-            (Message.__table__, self.messages),
-            (Delivery.__table__, self.deliveries),
-            (DeliveryEvent.__table__, self.events),
+        for model, rows in (
+            (Message, self.messages),
+            (Delivery, self.deliveries),
+            (DeliveryEvent, self.events),
         ):
-            if rows:
-                await conn.execute(insert(table), rows)
+            if rows:  # Core insert on the table: no ORM objects, one executemany
+                await conn.execute(insert(model.__table__), rows)  # type: ignore[arg-type]
 
 
 async def submit_message(
