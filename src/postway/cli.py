@@ -185,6 +185,63 @@ def db_upgrade() -> None:
     console.print("database is up to date")
 
 
+Force = Annotated[bool, typer.Option("--force", help="Replace what is there.")]
+
+
+@db_app.command("backup")
+def db_backup(
+    file: Annotated[Path, typer.Argument(help="Backup file to write.")], force: Force = False
+) -> None:
+    """Back up the database and the keys a restore needs (secret key, DKIM keys) into one
+    .tar.gz (mode 0600); safe while Postway runs. PostgreSQL needs pg_dump on PATH."""
+    from postway.store.backup import backup
+
+    done = _backup_task(lambda progress: backup(Settings(), file, force=force, progress=progress))
+    console.print(
+        f"wrote {done.path} ({done.size:,} bytes, {done.database}): {', '.join(done.members)}"
+    )
+    console.print("it holds private keys: keep it as private as the data folder")
+
+
+@db_app.command("restore")
+def db_restore(
+    file: Annotated[Path, typer.Argument(help="Backup file to read.")], force: Force = False
+) -> None:
+    """Restore a backup into an empty database and data folder (stop Postway first; --force
+    replaces data and keys that are there). PostgreSQL needs pg_restore on PATH."""
+    from postway.store.backup import restore
+
+    done = _backup_task(lambda progress: restore(Settings(), file, force=force, progress=progress))
+    console.print(
+        f"restored {', '.join(done.members)} from {done.path}; "
+        "start Postway to send what was waiting"
+    )
+
+
+def _backup_task(work: Callable[[Any], T]) -> T:
+    """Run a backup or restore, printing progress about once a second when it takes long."""
+    import time
+
+    started = last = time.monotonic()
+
+    def progress(what: str, done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 1.0:
+            last = now
+            share = f"/{total} ({100 * done // total}%)" if total else ""
+            console.print(f"{now - started:.0f} s: {what} {done}{share}")
+
+    try:
+        result = work(progress)
+    except PostwayError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    for note in getattr(result, "notes", []):
+        console.print(f"note: {note}")
+    return result
+
+
 @user_app.command("create")
 def user_create(
     email: str,
