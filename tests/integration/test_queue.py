@@ -123,3 +123,64 @@ async def test_deferred_until_queue_lifetime_then_expired(env):
             break
     assert d.state == "failed" and d.reason == "expired"
     assert "451 later" in d.diagnostic and d.due_at is None
+
+
+async def test_results_recorded_together_in_few_statements_and_fenced(env):
+    """Many results in one call: one executemany UPDATE for the differing ones, one UPDATE for
+    a group given identical values, one INSERT for all events; a late result for deliveries
+    another worker took over is dropped (their row and history untouched)."""
+    from collections import Counter
+
+    from sqlalchemy import event, func, select
+    from sqlalchemy.engine import Engine
+
+    from postway.store.models import DeliveryEvent
+
+    ids = await seed(env, 12)
+    assert len(await claim(env, "a", lease=60)) == 12
+    taken = await claim(env, "b", limit=4, now=utcnow() + timedelta(seconds=61))
+    held = [i for i in ids if i not in taken]
+    delivered, throttled = held[:5], held[5:]
+    outcomes = [
+        Outcome(i, "r", DeliveryState.SENT, reply_code=250, diagnostic=f"250 queued as Q{n}")
+        for n, i in enumerate(delivered)
+    ] + [
+        Outcome(i, "r", DeliveryState.DEFERRED, reason="throttled", retry_after=60.0)
+        for i in throttled
+    ] + [Outcome(i, "r", DeliveryState.FAILED, diagnostic="stale") for i in taken]  # fmt: skip
+    statements: Counter[str] = Counter()
+
+    def count(conn, cursor, statement, *_):
+        statements[" ".join(statement.split()[:2])] += 1
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        await record_outcomes(env.rt.db, "a", outcomes, RetryPolicy())
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert statements["INSERT INTO"] == 1
+    assert statements["UPDATE deliveries"] == 2
+    async with env.rt.db.session() as s:
+        rows = {d.id: d for d in await s.scalars(select(Delivery).where(Delivery.id.in_(ids)))}
+        events = dict(
+            (
+                await s.execute(
+                    select(DeliveryEvent.delivery_id, func.count())
+                    .where(DeliveryEvent.delivery_id.in_(ids))
+                    .group_by(DeliveryEvent.delivery_id)
+                )
+            ).all()
+        )
+    for n, i in enumerate(delivered):
+        d = rows[i]
+        assert (d.state, d.due_at, d.lease_owner) == ("sent", None, None)
+        assert d.diagnostic == f"250 queued as Q{n}" and events[i] == 2  # queued, sent
+    for i in throttled:
+        d = rows[i]
+        assert (d.state, d.lease_owner, d.attempts) == ("queued", None, 0)  # not an attempt
+        assert d.due_at is not None and d.due_at > utcnow() + timedelta(seconds=50)
+        assert events[i] == 2  # queued, throttled
+    for i in taken:
+        d = rows[i]
+        assert (d.state, d.lease_owner, d.attempts, d.diagnostic) == ("queued", "b", 2, None)
+        assert events[i] == 1  # queued only

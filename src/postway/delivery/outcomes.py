@@ -1,5 +1,6 @@
-"""Recording what happened: the retry decision, then the state change (through
-`transitions.transition`, which writes the event), suppressions and channel attention.
+"""Recording what happened: the retry decision, then the state changes (through
+`transitions.transition_many`, which writes them and their events in a few Core statements
+for the whole group), suppressions and channel attention.
 
 An outcome in state DEFERRED is an attempt that failed for now, except two waits that are no
 attempt at all: reason `throttled` (the mailbox's allowance; `retry_after` is the window) and
@@ -28,7 +29,7 @@ from postway.delivery.transitions import (
     Finish,
     Park,
     ThrottleWait,
-    transition,
+    transition_many,
 )
 from postway.domain.states import REASON_EXPIRED, REASON_THROTTLED, DeliveryState
 from postway.metrics import Metrics
@@ -68,6 +69,8 @@ async def record_outcomes(
         )
         by_id = {d.id: d for d in rows}
         attention: dict[str, str] = {}
+        changes: list[tuple[queue.Held, Change]] = []
+        hard: dict[str, str] = {}  # delivery id -> suppression reason
         for r in recorded:
             o = r.outcome
             d = by_id.get(o.delivery_id)
@@ -77,23 +80,27 @@ async def record_outcomes(
             if o.needs_attention and r.setting_id:
                 attention.setdefault(r.setting_id, o.needs_attention)
             change = await change_for(s, d, o, policy, now)
-            transition(s, d, change, now=now, holder=worker_id)
+            changes.append((d, change))
             if isinstance(change, Finish) and o.state is DeliveryState.BOUNCED and o.hard:
-                await add_suppression(s, d, o.reason or "hard bounce")
-            log.info(
-                "delivery %s %s",
-                d.id,
-                d.state,
-                extra={
-                    "delivery_id": d.id,
-                    "message_id": d.message_id,
-                    "state": d.state,
-                    "reason": d.reason,
-                    "status": d.status,
-                    "remote_mta": d.remote_mta,
-                    "attempt": d.attempts,
-                },
-            )
+                hard[d.id] = o.reason or "hard bounce"
+        for d in await transition_many(s, changes, now=now, holder=worker_id):
+            if d.id in hard:
+                await add_suppression(s, d, hard[d.id])
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "delivery %s %s",
+                    d.id,
+                    d.state,
+                    extra={
+                        "delivery_id": d.id,
+                        "message_id": d.message_id,
+                        "state": d.state,
+                        "reason": d.reason,
+                        "status": d.status,
+                        "remote_mta": d.remote_mta,
+                        "attempt": d.attempts,
+                    },
+                )
             if metrics is not None:
                 metrics.outcomes.labels(d.channel, d.state, d.reason or "").inc()
         for setting_id, text in attention.items():
@@ -146,7 +153,7 @@ class OutcomeRecorder:
 
 
 async def change_for(
-    s: AsyncSession, d: Delivery, o: Outcome, policy: RetryPolicy, now: datetime
+    s: AsyncSession, d: Delivery | queue.Held, o: Outcome, policy: RetryPolicy, now: datetime
 ) -> Change:
     """The state change an attempt's outcome makes: the retry policy decides here, the write
     happens in `transitions.transition`."""
@@ -186,7 +193,7 @@ async def _had_unknown(s: AsyncSession, delivery_id: str) -> bool:
     return found is not None
 
 
-async def add_suppression(s: AsyncSession, d: Delivery, reason: str) -> None:
+async def add_suppression(s: AsyncSession, d: Delivery | queue.Held, reason: str) -> None:
     address = d.recipient.lower()
     exists = await s.scalar(
         select(Suppression.id).where(Suppression.org_id == d.org_id, Suppression.address == address)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -65,14 +66,40 @@ async def renew(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def held(
-    db: AsyncSession, worker_id: str, ids: list[str], *, postgres: bool
-) -> list[Delivery]:
-    """The deliveries among `ids` this worker still holds, locked for the result write."""
-    stmt = select(Delivery).where(Delivery.id.in_(ids), Delivery.lease_owner == worker_id)
+@dataclass(slots=True)
+class Held:
+    """A delivery as its lease holder reads it to record a result: plain columns, no ORM
+    identity (the result is written by `transitions.transition_many` in Core statements)."""
+
+    id: str
+    message_id: str
+    org_id: str
+    recipient: str
+    channel: str
+    state: str
+    reason: str | None
+    status: str | None
+    reply_code: int | None
+    diagnostic: str | None
+    remote_mta: str | None
+    hard: bool | None
+    attempts: int
+    due_at: datetime | None
+    lease_owner: str | None
+    expires_at: datetime
+    updated_at: datetime
+
+
+_HELD_COLUMNS = [Delivery.__table__.c[name] for name in Held.__slots__]  # type: ignore[attr-defined]
+
+
+async def held(db: AsyncSession, worker_id: str, ids: list[str], *, postgres: bool) -> list[Held]:
+    """The deliveries among `ids` this worker still holds, locked for the result write (on
+    SQLite the caller's BEGIN IMMEDIATE holds the whole database)."""
+    stmt = select(*_HELD_COLUMNS).where(Delivery.id.in_(ids), Delivery.lease_owner == worker_id)
     if postgres:
         stmt = stmt.with_for_update()
-    return list((await db.scalars(stmt)).all())
+    return [Held(*row) for row in (await db.execute(stmt)).all()]
 
 
 async def depth_by_state(db: AsyncSession) -> dict[str, int]:

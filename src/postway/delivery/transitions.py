@@ -14,19 +14,26 @@ step sees it again and fails it if the account is still unusable). A park by the
 gives back the attempt its claim counted. `release_parked` makes every parked delivery matching
 the caller's conditions due at once, in original order (`due_at = created_at`): one UPDATE and
 one INSERT of their events.
+
+`transition_many` is the batch form for a lease holder's results (the worker records many at
+once): the same rules on plain rows (`queue.Held`), then Core statements: one UPDATE per group
+of deliveries given identical values, one executemany UPDATE for the rest, and one INSERT
+executed for all their events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import lru_cache, partial
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, insert, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postway.channels.base import Outcome
+from postway.delivery.queue import Held
 from postway.domain.states import (
     REASON_CHANNEL_DISCONNECTED,
     REASON_CHANNEL_PAUSED,
@@ -37,6 +44,11 @@ from postway.store.events import append_event, event_row
 from postway.store.models import Delivery, DeliveryEvent
 
 PARK_REASONS = (REASON_CHANNEL_PAUSED, REASON_CHANNEL_DISCONNECTED)
+_IN_CHUNK = 1000  # ids per `IN (...)`, well inside SQLite's and PostgreSQL's bind limits
+
+Row = Delivery | Held  # an ORM delivery (one change) or a holder's plain row (batches)
+# emit(row, event type, **detail): append the change's event; returns it (None: not kept)
+Emit = Callable[..., Any]
 WAITING = (DeliveryState.QUEUED.value, DeliveryState.DEFERRED.value)
 RESENDABLE = (DeliveryState.FAILED.value, DeliveryState.BOUNCED.value)
 
@@ -122,6 +134,19 @@ class Purge:
 
 Change = Finish | Defer | ThrottleWait | Park | Bounce | Complaint | RetryNow | Resend | Purge
 _HOLDER_ONLY = (Finish, Defer, ThrottleWait)
+_HOLDER_RESULTS = (Finish, Defer, ThrottleWait, Park)
+
+# The columns each kind of holder result sets (as `_apply` leaves them on the row)
+_OUTCOME_COLUMNS = (
+    "state", "due_at", "lease_owner", "updated_at",
+    "reason", "status", "reply_code", "diagnostic", "remote_mta", "hard",
+)  # fmt: skip
+_WRITES: dict[type, tuple[str, ...]] = {
+    Finish: _OUTCOME_COLUMNS,
+    Defer: _OUTCOME_COLUMNS,
+    ThrottleWait: ("attempts", "due_at", "lease_owner", "updated_at"),
+    Park: ("attempts", "state", "due_at", "lease_owner", "updated_at", "reason", "diagnostic"),
+}
 _OUTSIDE_ONLY = (Bounce, Complaint, RetryNow, Resend, Purge)
 
 
@@ -132,7 +157,7 @@ class InvariantBroken(RuntimeError):
 # --- the one function ------------------------------------------------------------------------
 
 
-def leased(d: Delivery, now: datetime) -> bool:
+def leased(d: Row, now: datetime) -> bool:
     """True while a worker holds the delivery: `lease_owner` set and the lease (`due_at`) live."""
     return d.lease_owner is not None and d.due_at is not None and d.due_at > now
 
@@ -171,21 +196,105 @@ def transition(
         raise ValueError(f"{type(change).__name__} is not a worker's attempt result")
     if holder is not None and d.lease_owner != holder:
         return None  # the lease was lost: whoever holds it now records the result
-    event = _apply(s, d, change, now, holder)
+    event: DeliveryEvent | None = _apply(partial(append_event, s), d, change, now, holder)
     _check(d)
     return event
 
 
-def _apply(
-    s: AsyncSession, d: Delivery, change: Change, now: datetime, holder: str | None
-) -> DeliveryEvent | None:
+async def transition_many(
+    s: AsyncSession, changes: Sequence[tuple[Held, Change]], *, now: datetime, holder: str
+) -> list[Held]:
+    """`transition` for many results of the lease holder `holder` at once (Finish, Defer,
+    ThrottleWait, Park), in the caller's transaction; returns the deliveries changed.
+
+    The same rules and invariants as `transition`, applied to rows the caller read with
+    `queue.held` (held by `holder`, locked): a row whose `lease_owner` is not `holder` is
+    left alone, and every UPDATE is fenced by `lease_owner = holder` as well. Writes: one
+    UPDATE for each group of deliveries given identical values, one executemany UPDATE by id
+    for the others, one INSERT executed for all the events.
+    """
+    events: list[dict[str, Any]] = []
+
+    def emit(d: Row, type_: str, **detail: Any) -> dict[str, Any]:
+        events.append(event_row(d.id, d.org_id, type_, d.state, detail, now))
+        return events[-1]
+
+    # columns written -> values -> ids given them
+    writes: dict[tuple[str, ...], dict[tuple[Any, ...], list[str]]] = {}
+    changed: list[Held] = []
+    for d, change in changes:
+        if not isinstance(change, _HOLDER_RESULTS):
+            raise ValueError(f"{type(change).__name__} is not a worker's attempt result")
+        if d.lease_owner != holder:
+            continue  # the lease was lost: whoever holds it now records the result
+        if _apply(emit, d, change, now, holder) is None:
+            continue
+        _check(d)
+        columns = _WRITES[type(change)]
+        values = tuple(getattr(d, c) for c in columns)
+        writes.setdefault(columns, {}).setdefault(values, []).append(d.id)
+        changed.append(d)
+    table = cast(Table, Delivery.__table__)
+    # rows each UPDATE changed (-1: the driver does not say, as asyncpg's executemany); fewer
+    # than asked means the rows were not read under this transaction's lock: a bug, undone
+    written: list[int] = []
+    for columns, by_values in writes.items():
+        keys = [f"v_{c}" for c in columns]
+        singles: list[dict[str, Any]] = []
+        for values, ids in by_values.items():
+            if len(ids) == 1:
+                singles.append(
+                    {"k_id": ids[0], "k_holder": holder, **dict(zip(keys, values, strict=True))}
+                )
+                continue
+            for i in range(0, len(ids), _IN_CHUNK):
+                written.append(
+                    await _rowcount(
+                        s,
+                        update(table)
+                        .where(
+                            table.c.id.in_(ids[i : i + _IN_CHUNK]), table.c.lease_owner == holder
+                        )
+                        .values(dict(zip(columns, values, strict=True))),
+                    )
+                )
+        if singles:
+            written.append(await _rowcount(s, _update_by_id(columns), singles))
+    if min(written, default=0) >= 0 and sum(written) != len(changed):
+        raise InvariantBroken(
+            f"{len(changed)} results recorded by {holder} but {sum(written)} rows held: "
+            "transition_many needs the rows read by queue.held in the same transaction"
+        )
+    if events:
+        await s.execute(insert(DeliveryEvent), events)
+    return changed
+
+
+async def _rowcount(s: AsyncSession, stmt: Update, params: Any = None) -> int:
+    result = await s.execute(stmt, params)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=8)
+def _update_by_id(columns: tuple[str, ...]) -> Update:
+    """UPDATE deliveries SET <columns> WHERE id = :k_id AND lease_owner = :k_holder, for
+    executemany (one parameter set per delivery)."""
+    table = cast(Table, Delivery.__table__)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("k_id"), table.c.lease_owner == bindparam("k_holder"))
+        .values({c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns})
+    )
+
+
+def _apply(emit: Emit, d: Row, change: Change, now: datetime, holder: str | None) -> Any:
     match change:
         case Finish(outcome=o):
             if not o.state.is_final:
                 raise ValueError(f"Finish needs a final state, not {o.state}")
             _end(d, o.state.value, now)
             _copy_outcome(d, o)
-            return append_event(s, d, o.state.value, **_outcome_detail(d, o))
+            return emit(d, o.state.value, **_outcome_detail(d, o))
         case Defer(outcome=o, next_attempt_at=when, unknown=unknown):
             _wait(d, DeliveryState.DEFERRED, when, now)
             _copy_outcome(d, o)
@@ -196,20 +305,18 @@ def _apply(
                     "the connection failed after the message was sent: it may have arrived; "
                     "it is sent once more, since a duplicate is the lesser harm than a loss"
                 )
-            return append_event(s, d, "unknown-outcome" if unknown else "deferred", **detail)
+            return emit(d, "unknown-outcome" if unknown else "deferred", **detail)
         case ThrottleWait(until=until, note=note):
             # Not an attempt and not subject to the queue lifetime: it waits for its window.
             d.attempts = max(d.attempts - 1, 0)
             d.due_at, d.lease_owner, d.updated_at = until, None, now
-            return append_event(
-                s, d, "throttled", next_attempt_at=until.isoformat(), note=note
-            )
+            return emit(d, "throttled", next_attempt_at=until.isoformat(), note=note)
         case Park():
-            return _park(s, d, change, now, holder)
+            return _park(emit, d, change, now, holder)
         case Bounce():
-            return _bounce(s, d, change, now)
+            return _bounce(emit, d, change, now)
         case Complaint(detail=detail):
-            return append_event(s, d, "complaint", **dict(detail))
+            return emit(d, "complaint", **dict(detail))
         case RetryNow(by=who):
             if d.state not in WAITING:
                 raise Conflict(
@@ -217,12 +324,12 @@ def _apply(
                     "deliveries can be retried"
                 )
             if leased(d, now):
-                return append_event(
-                    s, d, "retry-requested", by=who,
+                return emit(
+                    d, "retry-requested", by=who,
                     note="a worker is trying it right now; that attempt is the retry",
                 )  # fmt: skip
             d.due_at, d.updated_at = now, now
-            return append_event(s, d, "retry-requested", by=who)
+            return emit(d, "retry-requested", by=who)
         case Resend(by=who, expires_at=expires_at):
             if d.state not in RESENDABLE:
                 raise Conflict(
@@ -231,7 +338,7 @@ def _apply(
                 )
             _wait(d, DeliveryState.QUEUED, now, now)
             d.expires_at = expires_at
-            return append_event(s, d, "requeued", by=who)
+            return emit(d, "requeued", by=who)
         case Purge(by=who):
             if d.state not in WAITING:
                 raise Conflict(
@@ -244,13 +351,11 @@ def _apply(
                 )
             _end(d, DeliveryState.FAILED.value, now)
             d.reason, d.diagnostic = "purged", f"removed from the queue by {who}"
-            return append_event(s, d, "failed", by=who, reason="purged")
+            return emit(d, "failed", by=who, reason="purged")
     raise TypeError(f"not a delivery change: {change!r}")
 
 
-def _park(
-    s: AsyncSession, d: Delivery, p: Park, now: datetime, holder: str | None
-) -> DeliveryEvent | None:
+def _park(emit: Emit, d: Row, p: Park, now: datetime, holder: str | None) -> Any:
     if p.reason not in PARK_REASONS:
         raise ValueError(f"park reason must be one of {PARK_REASONS}, not {p.reason!r}")
     if d.state not in WAITING:
@@ -262,10 +367,10 @@ def _park(
     until = max(p.until if p.until is not None else d.expires_at, now)
     _wait(d, DeliveryState.DEFERRED, until, now)
     d.reason, d.diagnostic = p.reason, p.note
-    return append_event(s, d, "parked", reason=p.reason, until=until.isoformat(), note=p.note)
+    return emit(d, "parked", reason=p.reason, until=until.isoformat(), note=p.note)
 
 
-def _bounce(s: AsyncSession, d: Delivery, b: Bounce, now: datetime) -> DeliveryEvent:
+def _bounce(emit: Emit, d: Row, b: Bounce, now: datetime) -> Any:
     was = d.state
     # Final state: off the queue, and any worker still holding a lease is fenced out.
     _end(d, DeliveryState.BOUNCED.value, now)
@@ -280,7 +385,7 @@ def _bounce(s: AsyncSession, d: Delivery, b: Bounce, now: datetime) -> DeliveryE
         "remote_mta": b.remote_mta,
         "hard": b.hard,
     }
-    return append_event(s, d, "bounced", **detail)
+    return emit(d, "bounced", **detail)
 
 
 async def release_parked(
@@ -323,20 +428,20 @@ async def release_parked(
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _end(d: Delivery, state: str, now: datetime) -> None:
+def _end(d: Row, state: str, now: datetime) -> None:
     d.state, d.due_at, d.lease_owner, d.updated_at = state, None, None, now
 
 
-def _wait(d: Delivery, state: DeliveryState, due: datetime, now: datetime) -> None:
+def _wait(d: Row, state: DeliveryState, due: datetime, now: datetime) -> None:
     d.state, d.due_at, d.lease_owner, d.updated_at = state.value, due, None, now
 
 
-def _copy_outcome(d: Delivery, o: Outcome) -> None:
+def _copy_outcome(d: Row, o: Outcome) -> None:
     d.reason, d.status, d.reply_code = o.reason, o.status, o.reply_code
     d.diagnostic, d.remote_mta, d.hard = o.diagnostic, o.remote_mta, o.hard
 
 
-def _outcome_detail(d: Delivery, o: Outcome) -> dict[str, object]:
+def _outcome_detail(d: Row, o: Outcome) -> dict[str, object]:
     return {
         "attempt": d.attempts,
         "reason": o.reason,
@@ -348,7 +453,7 @@ def _outcome_detail(d: Delivery, o: Outcome) -> dict[str, object]:
     }
 
 
-def _check(d: Delivery) -> None:
+def _check(d: Row) -> None:
     final = DeliveryState(d.state).is_final
     if (d.due_at is None) != final:
         raise InvariantBroken(f"delivery {d.id}: state {d.state} with due_at {d.due_at}")
