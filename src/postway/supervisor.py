@@ -7,7 +7,6 @@ children go with the parent however it ends (SIGTERM to them even when it is SIG
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
@@ -147,10 +146,12 @@ def _stop_all(children: list[Child]) -> None:
 
 
 def serve(settings: Settings, host: str, port: int, bounce_port: int, workers: int | None) -> int:
-    """Prepare the database and say where to go once, then run web and workers as children."""
-    from postway.server import prepare_and_announce
-
-    asyncio.run(prepare_and_announce(settings, host, port))
+    """Prepare the database and say where to go once (in a short-lived child, so this
+    process stays small), then run web and workers as children."""
+    prepare = [sys.executable, "-m", "postway", "announce", "--host", host, "--port", str(port)]
+    done = subprocess.run(prepare, check=False)  # noqa: S603 (our own entry point)
+    if done.returncode != 0:
+        return done.returncode
     n = worker_count(settings, workers)
     print(f"Serving with 1 web process and {n} delivery worker process(es).", flush=True)
     return supervise(children_for(host, port, bounce_port, n))
