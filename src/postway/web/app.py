@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 
 from fastapi import FastAPI, Request, Response
@@ -23,6 +24,13 @@ from postway.web.security_headers import DOCS_PATHS, SecurityHeaders
 from postway.web.send_lane import SendLane
 
 LOOPBACK = {"127.0.0.1", "::1"}
+# FastAPI's built-in OpenTelemetry hooks look for global providers on every request; Postway
+# exports its own Prometheus metrics, so they are off on the versions that have them.
+_NO_TELEMETRY: dict[str, object] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
 
 
@@ -36,6 +44,7 @@ def create_app(rt: Runtime) -> FastAPI:
     # /openapi.json is the document (any OpenAPI viewer can open it).
     demo = rt.inbox is not None
     app = FastAPI(
+        **_NO_TELEMETRY,  # type: ignore[arg-type]
         title="Postway",
         version=__version__,
         description="Self-hosted delivery layer for sales email.",
