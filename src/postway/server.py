@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import TYPE_CHECKING
@@ -95,6 +96,10 @@ async def run_server(
             # Gmail senders' mailboxes (accounts connected with bounce scanning)
             gmail_scanner = GmailBounceScanner(rt.db, rt.settings, rt.accounts, rt.new_google_api)
             tasks.append(asyncio.create_task(gmail_scanner.run()))
+        # what start-up built lives as long as the process: out of the collector's sight, so
+        # full collections under load do not walk it again and again (fewer long pauses)
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
