@@ -5,6 +5,7 @@ another worker took are left alone, and the writes are a few statements, not one
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -18,6 +19,8 @@ from sqlalchemy.engine import Engine
 
 from postway.channels.base import Outcome
 from postway.delivery import queue
+from postway.delivery.outcomes import OutcomeRecorder
+from postway.delivery.retry import RetryPolicy
 from postway.delivery.transitions import (
     PARK_REASONS,
     Change,
@@ -186,3 +189,31 @@ async def test_a_late_batch_changes_nothing(db: Database, values: str) -> None:
         async with db.session() as s, s.begin():
             await transition_many(s, changes, now=later, holder="w1")
     assert [await snapshot(db, i) for i in ids] == before  # no column, no event
+
+
+async def test_recorder_writes_results_of_many_messages_in_one_transaction(db: Database) -> None:
+    """Results added one message at a time wait for each other (FLUSH_AT, or LINGER after
+    the first): one transaction for all, not one per message."""
+    now = utcnow()
+    ids = await new_deliveries(db, 10, now)
+    async with db.session() as s, s.begin():
+        await queue.claim_due(s, "w1", now, 10, 60, postgres=False)
+    statements: Counter[str] = Counter()
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements[" ".join(statement.split()[:3])] += 1
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        # a linger longer than any test: only FLUSH_AT or close sends a flush
+        recorder = OutcomeRecorder(db, "w1", RetryPolicy(), None, linger=3600)
+        for i in ids:
+            await recorder.add([Outcome(i, "r", DeliveryState.SENT)], None)
+            await asyncio.sleep(0)  # the recorder's task runs in between
+        await recorder.close()
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert statements["INSERT INTO delivery_events"] == 1
+    assert statements["BEGIN IMMEDIATE"] == 1
+    for i in ids:
+        assert (await snapshot(db, i))[0][0] == "sent"
