@@ -1,10 +1,12 @@
 """Group commit: sends that arrive together are stored in one write transaction.
 
 A request is checked and built on its own, outside any lock, from cached facts (who owns the
-token, the identity's context); then it waits here. One task writes whatever gathered while
-the previous transaction ran. Inside the write transaction it reads those facts again, once
-per distinct token and identity, so a token revoked or an identity changed a moment ago is
-honoured: a request whose facts changed is rebuilt from the fresh ones or refused. Every
+token, the identity's context); then it waits here. One task takes whatever gathered while
+the previous group was being handled and reads those facts again, once per distinct token
+and identity, in a snapshot taken after every request of the group arrived, so a token
+revoked or an identity changed a moment ago is honoured: a request whose facts changed is
+rebuilt from the fresh ones or refused. Then the group is written in a transaction that holds
+only its INSERTs; the next group is checked meanwhile. Every
 message goes out with one INSERT per table, and each request is answered only after the
 commit: a 202 still means stored. A group that fails to commit is retried one request per
 transaction, so one bad request cannot take the others down.
@@ -15,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +43,7 @@ from postway.store.users import TokenOwner, owners_of_tokens, touch_tokens
 
 log = logging.getLogger("postway.api")
 
+T = TypeVar("T")
 MAX_GROUP = 256  # requests in one transaction; more wait for the next one
 
 
@@ -76,34 +82,57 @@ class GroupCommit:
                 await self._writer
 
     async def _write_all(self) -> None:
-        while self._queue:
-            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-            try:
-                await self._write(group)
-            except Exception as exc:  # never leave a request waiting
-                log.exception("storing a group of %d messages failed", len(group))
-                _fail_all(group, exc)
+        # Two stages: while one group is being written, the next is checked, so the write
+        # transaction (SQLite's single writer lock) holds only the INSERTs.
+        writing: asyncio.Task[None] | None = None
+        while self._queue or writing is not None:
+            checked = None
+            if self._queue:
+                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                checked = await self._guarded(group, self._check(group))
+            if writing is not None:
+                await writing
+                writing = None
+            if checked is not None:
+                writing = asyncio.create_task(self._guarded(checked.group, self._write(checked)))
 
-    async def _write(self, group: list[Pending]) -> None:
+    async def _guarded(self, group: list[Pending], step: Awaitable[T]) -> T | None:
+        try:
+            return await step
+        except DBAPIError as exc:
+            log.error("the database could not take %d messages: %s", len(group), exc.orig)
+            _fail_all(group, Unavailable("the database is not available; nothing was stored"))
+        except Exception as exc:  # never leave a request waiting
+            log.exception("storing a group of %d messages failed", len(group))
+            _fail_all(group, exc)
+        return None
+
+    async def _check(self, group: list[Pending]) -> Checked:
+        """Read again, in a snapshot taken after every request of the group arrived, who owns
+        each token and what each identity sends as; build the rows of what may be stored."""
+        async with self.db.reader() as s, s.begin():
+            return await self._rows(s, group)
+
+    async def _write(self, checked: Checked) -> None:
         try:
             async with self.db.session() as s, s.begin():
-                outcomes = await self._store(s, group)
+                await checked.rows.insert(s)
+                await touch_tokens(s, checked.touched, checked.now)
         except IntegrityError as exc:
             # the database's words only: the statement's parameters hold the mail itself
             words = str(exc.orig)
+            group = checked.group
             if len(group) == 1:
                 _fail_all(group, NotStored(f"the message could not be stored: {words}"))
                 return
             log.warning("a group of %d was refused (%s); storing one at a time", len(group), words)
             for item in group:
-                await self._write([item])
-            return
-        except DBAPIError as exc:
-            log.error("the database could not store %d messages: %s", len(group), exc.orig)
-            _fail_all(group, Unavailable("the database is not available; nothing was stored"))
+                one = await self._guarded([item], self._check([item]))
+                if one is not None:
+                    await self._guarded([item], self._write(one))
             return
         self.groups += 1
-        for item, outcome in outcomes:
+        for item, outcome in checked.outcomes:
             if item.answer.done():
                 continue
             if isinstance(outcome, Accepted):
@@ -111,9 +140,7 @@ class GroupCommit:
             else:
                 item.answer.set_exception(outcome)
 
-    async def _store(
-        self, s: AsyncSession, group: list[Pending]
-    ) -> list[tuple[Pending, Accepted | PostwayError]]:
+    async def _rows(self, s: AsyncSession, group: list[Pending]) -> Checked:
         owners = await owners_of_tokens(s, {item.token_hash for item in group})
         contexts: dict[tuple[str, str], SendContext | PostwayError] = {}
         rows, now = Rows(), utcnow()
@@ -143,11 +170,9 @@ class GroupCommit:
                     outcomes.append((item, exc))
                     continue
             outcomes.append((item, rows.add(self.settings, owner.principal, prepared, now)))
-        await rows.insert(s)
         touched = {
             o.token_id for o in owners.values() if isinstance(o, TokenOwner) and o.needs_touch(now)
         }
-        await touch_tokens(s, touched, now)
         for token, o in owners.items():
             if isinstance(o, TokenOwner):
                 if o.token_id in touched:
@@ -156,7 +181,18 @@ class GroupCommit:
         for key, c in contexts.items():
             if isinstance(c, SendContext):
                 self.cache.contexts.put(key, c)
-        return outcomes
+        return Checked(group, rows, outcomes, touched, now)
+
+
+@dataclass(slots=True)
+class Checked:
+    """A group after its check: the rows to insert and each request's answer-to-be."""
+
+    group: list[Pending]
+    rows: Rows
+    outcomes: list[tuple[Pending, Accepted | PostwayError]]
+    touched: set[str]  # tokens whose last use is recorded with this group
+    now: datetime
 
 
 def _fail_all(group: list[Pending], exc: BaseException) -> None:
