@@ -211,7 +211,8 @@ def db_backup(
     console.print(
         f"wrote {done.path} ({done.size:,} bytes, {done.database}): {', '.join(done.members)}"
     )
-    console.print("it holds private keys: keep it as private as the data folder")
+    if any(m.startswith("keys/") for m in done.members):
+        console.print("it holds private keys: keep it as private as the data folder")
 
 
 @db_app.command("restore")

@@ -197,7 +197,7 @@ def copy_sqlite(
                 nonlocal pages
                 pages = total
                 if progress is not None:
-                    progress("pages", total - remaining, total)
+                    progress("copied pages", total - remaining, total)
 
             src.backup(dst, pages=max(1, pages_per_step), progress=step)
             src.execute("COMMIT")
