@@ -232,8 +232,9 @@ async def test_restore_into_fresh_folder_delivers_what_was_waiting(
     assert {got.mail_from for got in sink_b.received} == verp
 
 
-async def test_backup_refuses_to_overwrite_and_restore_refuses_data(tmp_path):
-    env = cli_env(tmp_path, "", POSTWAY_SECRET_KEY="")
+async def test_backup_refuses_to_overwrite_and_restore_refuses_data(database_url, tmp_path):
+    url = first_database(database_url)
+    env = cli_env(tmp_path, url, POSTWAY_SECRET_KEY="")
     assert (await run(env, "db", "upgrade")).returncode == 0
     assert (
         await run(env, "user", "create", "a@acme.example", stdin="password123\n")
@@ -252,27 +253,31 @@ async def test_backup_refuses_to_overwrite_and_restore_refuses_data(tmp_path):
     assert r.returncode == 0, r.stderr
     assert mode(target) == 0o600
     with tarfile.open(target) as tar:
-        assert tar.getnames()[0] == "manifest.json" and "postway.db" in tar.getnames()
+        names = tar.getnames()
+        assert names[0] == "manifest.json" and names[-1] == (
+            "postgres.dump" if url else "postway.db"
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "data"]  # no leftovers
 
     # the data folder it came from is not empty: restoring over it needs --force
     r = await run(env, "db", "restore", str(target))
     assert r.returncode == 1 and "already holds data" in r.stderr and "users" in r.stderr
-    other = cli_env(tmp_path / "other", "", POSTWAY_SECRET_KEY="")
-    assert (await run(other, "db", "upgrade")).returncode == 0  # migrated, no rows: empty
-    r = await run(other, "db", "restore", str(target))
-    assert r.returncode == 1 and "other secret.key" in r.stderr  # its own key differs
-    r = await run(other, "db", "restore", "--force", str(target))
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "other" / "data" / "secret.key").read_bytes() == (
-        tmp_path / "data" / "secret.key"
-    ).read_bytes()
-    r = await run(other, "user", "create", "a@acme.example", stdin="password123\n")
-    assert r.returncode == 1 and "already exists" in r.stderr  # the restored user is there
+    async with second_database(database_url) as url_o:
+        other = cli_env(tmp_path / "other", url_o, POSTWAY_SECRET_KEY="")
+        assert (await run(other, "db", "upgrade")).returncode == 0  # migrated, no rows: empty
+        r = await run(other, "db", "restore", str(target))
+        assert r.returncode == 1 and "other secret.key" in r.stderr  # its own key differs
+        r = await run(other, "db", "restore", "--force", str(target))
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "other" / "data" / "secret.key").read_bytes() == (
+            tmp_path / "data" / "secret.key"
+        ).read_bytes()
+        r = await run(other, "user", "create", "a@acme.example", stdin="password123\n")
+        assert r.returncode == 1 and "already exists" in r.stderr  # the restored user is there
 
     fake = tmp_path / "fake.tar.gz"
     fake.write_bytes(b"not a backup")
-    r = await run(cli_env(tmp_path / "third", ""), "db", "restore", str(fake))
+    r = await run(cli_env(tmp_path / "third", url), "db", "restore", str(fake))
     assert r.returncode == 1 and "failed" in r.stderr
 
 

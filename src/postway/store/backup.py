@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from sqlalchemy.engine import make_url
 
@@ -229,7 +229,8 @@ def _write_bundle(
                 _add(tar, KEY_PREFIX + name, len(key), io.BytesIO(key))
             size = db_file.stat().st_size
             with db_file.open("rb") as f:
-                reader = _Counted(f, size, progress) if progress else f
+                # a raw reader that counts: tarfile only calls read() on it
+                reader = cast(IO[bytes], _Counted(f, size, progress)) if progress else f
                 _add(tar, db_file.name, size, reader)
             members = tar.getnames()
         raw.flush()

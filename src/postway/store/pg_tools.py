@@ -134,33 +134,37 @@ def restore(target: PgTarget, dump_file: Path) -> None:
 
 async def tables_with_rows(url: str) -> list[str]:
     """Tables of the database holding at least one row (Alembic's version table aside)."""
-    import asyncpg
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.ext.asyncio import create_async_engine
 
-    u = make_url(url).set(drivername="postgresql")
+    engine = create_async_engine(url)
     try:
-        conn = await asyncpg.connect(u.render_as_string(hide_password=False))
-    except (OSError, asyncpg.PostgresError) as exc:
-        shown = u.render_as_string(hide_password=True)
-        raise PostwayError(
-            f"cannot connect to {shown}: {pg_target(url).redact(str(exc))}"
-        ) from None
-    try:
-        rows = await conn.fetch(
-            "SELECT n.nspname, c.relname FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 2"
-        )
-        found = []
-        for schema, table in rows:
-            if table == "alembic_version":
-                continue
-            qualified = f"{_quote(schema)}.{_quote(table)}"
-            if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified})"):  # noqa: S608
-                found.append(table)
-        return found
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT n.nspname, c.relname FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind IN ('r', 'p') "
+                    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 2"
+                )
+            )
+            found = []
+            for schema, table in rows.all():
+                if table == "alembic_version":
+                    continue
+                qualified = f"{_quote(schema)}.{_quote(table)}"
+                query = text(f"SELECT EXISTS (SELECT 1 FROM {qualified})")  # noqa: S608
+                if (await conn.execute(query)).scalar():
+                    found.append(table)
+            return found
+    except (OSError, SQLAlchemyError) as exc:
+        target = pg_target(url)
+        reason = str(getattr(exc, "orig", None) or exc)
+        raise PostwayError(f"cannot read {target.shown}: {target.redact(reason)}") from None
     finally:
-        await conn.close()
+        await engine.dispose()
 
 
 def _quote(identifier: str) -> str:
