@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from postway.config import Settings
@@ -87,9 +88,15 @@ def children_for(host: str, port: int, bounce_port: int, workers: int) -> list[C
 _KEEP: list[tuple[socket.socket, socket.socket]] = []
 
 
-def supervise(children: list[Child]) -> int:
-    """Run the children until SIGTERM/SIGINT; returns the exit status for `postway serve`."""
+def supervise(
+    children: list[Child],
+    ready_at: tuple[str, int] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Run the children until SIGTERM/SIGINT; returns the exit status for `postway serve`.
+    `on_ready` runs once, when `ready_at` (the web child's address) first accepts."""
     stopping = False
+    announced = on_ready is None or ready_at is None
 
     def on_signal(_sig: int, _frame: object) -> None:
         nonlocal stopping
@@ -101,7 +108,10 @@ def supervise(children: list[Child]) -> int:
         for child in children:
             child.start()
         while not stopping:
-            time.sleep(0.2)
+            time.sleep(0.2 if announced else 0.05)
+            if not announced and ready_at and on_ready and _accepting(*ready_at):
+                on_ready()
+                announced = True
             for child in children:
                 assert child.proc is not None
                 code = child.proc.poll()
@@ -145,13 +155,31 @@ def _stop_all(children: list[Child]) -> None:
             p.wait(5)
 
 
+def _accepting(host: str, port: int) -> bool:
+    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    try:
+        with socket.create_connection((target, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def serve(settings: Settings, host: str, port: int, bounce_port: int, workers: int | None) -> int:
-    """Prepare the database and say where to go once (in a short-lived child, so this
-    process stays small), then run web and workers as children."""
-    prepare = [sys.executable, "-m", "postway", "announce", "--host", host, "--port", str(port)]
-    done = subprocess.run(prepare, check=False)  # noqa: S603 (our own entry point)
-    if done.returncode != 0:
-        return done.returncode
+    """Migrate the database, run web and workers as children, and once the web answers say
+    where to go (in short-lived children, so this process stays small)."""
+    entry = [sys.executable, "-m", "postway"]
+    migrate = subprocess.run(  # noqa: S603 (our own entry point)
+        [*entry, "db", "upgrade"], capture_output=True, text=True, check=False
+    )
+    if migrate.returncode != 0:
+        print(migrate.stdout + migrate.stderr, file=sys.stderr, end="", flush=True)
+        return migrate.returncode
     n = worker_count(settings, workers)
-    print(f"Serving with 1 web process and {n} delivery worker process(es).", flush=True)
-    return supervise(children_for(host, port, bounce_port, n))
+
+    def announce() -> None:
+        subprocess.run(  # noqa: S603
+            [*entry, "announce", "--host", host, "--port", str(port)], check=False
+        )
+        print(f"Serving with 1 web process and {n} delivery worker process(es).", flush=True)
+
+    return supervise(children_for(host, port, bounce_port, n), (host, port), announce)
