@@ -106,17 +106,6 @@ def serve(
     raise typer.Exit(status)
 
 
-@app.command(hidden=True)
-def announce(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8025,
-) -> None:
-    """Migrate the database and print where Postway answers (run by `postway serve`)."""
-    from postway.server import prepare_and_announce
-
-    _guard(lambda: asyncio.run(prepare_and_announce(Settings(), host, port)))
-
-
 Supervised = Annotated[bool, typer.Option("--supervised", hidden=True)]
 WakeFds = Annotated[str, typer.Option("--wake-fds", hidden=True)]
 

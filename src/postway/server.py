@@ -86,7 +86,8 @@ async def run_server(
             tasks.append(asyncio.create_task(server.serve()))
             if demo:
                 print(demo_banner(host, port, await seed_demo(rt)), flush=True)
-            if announce:  # under `postway serve` the supervisor has said it once
+            if announce:  # a restarted web process under `postway serve` says nothing
+                await _listening(server, tasks[-1])
                 await _announce(rt, host, port, configured_base_url)
         if worker:
             tasks.append(asyncio.create_task(rt.worker.run()))
@@ -129,17 +130,11 @@ async def run_server(
             await inbox.aclose()
 
 
-async def prepare_and_announce(settings: Settings, host: str, port: int) -> None:
-    """Migrate the database and print where Postway answers (and the first-run link) once,
-    before `postway serve` starts its processes."""
-    setup_logging(settings.log_level, settings.log_format)
-    configured_base_url = settings.base_url
-    rt = Runtime(settings)
-    try:
-        await rt.start()
-        await _announce(rt, host, port, configured_base_url)
-    finally:
-        await rt.aclose()
+async def _listening(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    """Until the server accepts connections (or has stopped trying): the link printed next
+    must work when it is clicked."""
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
 
 
 async def _start_intake(rt: Runtime, host: str, port: int) -> BounceIntake:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from postway.config import Settings
@@ -55,10 +54,12 @@ class Child:
     quick_exits: int = 0
     restarts: int = 0
     fds: tuple[int, ...] = field(default=())  # inherited: its ends of the wake sockets
+    restart_argv: list[str] | None = None  # what a restart runs, when not `argv` again
 
     def start(self) -> None:
+        argv = self.restart_argv if self.restarts and self.restart_argv else self.argv
         self.proc = subprocess.Popen(  # noqa: S603 (our own interpreter and entry point)
-            self.argv,
+            argv,
             pass_fds=self.fds,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
@@ -72,10 +73,11 @@ def children_for(host: str, port: int, bounce_port: int, workers: int) -> list[C
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(workers)]
     _KEEP.extend(pairs)  # open for the life of the supervisor
     send_ends = tuple(a.fileno() for a, _ in pairs)
-    web_argv = [*entry, "web", "--host", host, "--port", str(port), "--supervised"]
+    web_argv = [*entry, "web", "--host", host, "--port", str(port)]
     if send_ends:
         web_argv += ["--wake-fds", ",".join(map(str, send_ends))]
-    kids = [Child("web", web_argv, fds=send_ends)]
+    # the first web process says where to go once it listens; a restarted one says nothing
+    kids = [Child("web", web_argv, fds=send_ends, restart_argv=[*web_argv, "--supervised"])]
     for i, (_, listen_end) in enumerate(pairs):
         argv = [*entry, "worker", "--host", host, "--supervised"]
         argv += ["--wake-fds", str(listen_end.fileno())]
@@ -88,15 +90,9 @@ def children_for(host: str, port: int, bounce_port: int, workers: int) -> list[C
 _KEEP: list[tuple[socket.socket, socket.socket]] = []
 
 
-def supervise(
-    children: list[Child],
-    ready_at: tuple[str, int] | None = None,
-    on_ready: Callable[[], None] | None = None,
-) -> int:
-    """Run the children until SIGTERM/SIGINT; returns the exit status for `postway serve`.
-    `on_ready` runs once, when `ready_at` (the web child's address) first accepts."""
+def supervise(children: list[Child]) -> int:
+    """Run the children until SIGTERM/SIGINT; returns the exit status for `postway serve`."""
     stopping = False
-    announced = on_ready is None or ready_at is None
 
     def on_signal(_sig: int, _frame: object) -> None:
         nonlocal stopping
@@ -108,10 +104,7 @@ def supervise(
         for child in children:
             child.start()
         while not stopping:
-            time.sleep(0.2 if announced else 0.05)
-            if not announced and ready_at and on_ready and _accepting(*ready_at):
-                on_ready()
-                announced = True
+            time.sleep(0.2)
             for child in children:
                 assert child.proc is not None
                 code = child.proc.poll()
@@ -155,31 +148,18 @@ def _stop_all(children: list[Child]) -> None:
             p.wait(5)
 
 
-def _accepting(host: str, port: int) -> bool:
-    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
-    try:
-        with socket.create_connection((target, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def serve(settings: Settings, host: str, port: int, bounce_port: int, workers: int | None) -> int:
-    """Migrate the database, run web and workers as children, and once the web answers say
-    where to go (in short-lived children, so this process stays small)."""
-    entry = [sys.executable, "-m", "postway"]
+    """Migrate the database (in a short-lived child, so this process stays small), then run
+    web and workers as children; the web child says where to go once it listens."""
     migrate = subprocess.run(  # noqa: S603 (our own entry point)
-        [*entry, "db", "upgrade"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "postway", "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if migrate.returncode != 0:
         print(migrate.stdout + migrate.stderr, file=sys.stderr, end="", flush=True)
         return migrate.returncode
     n = worker_count(settings, workers)
-
-    def announce() -> None:
-        subprocess.run(  # noqa: S603
-            [*entry, "announce", "--host", host, "--port", str(port)], check=False
-        )
-        print(f"Serving with 1 web process and {n} delivery worker process(es).", flush=True)
-
-    return supervise(children_for(host, port, bounce_port, n), (host, port), announce)
+    print(f"Serving with 1 web process and {n} delivery worker process(es).", flush=True)
+    return supervise(children_for(host, port, bounce_port, n))
