@@ -36,9 +36,10 @@ from postway.delivery.submit import (
     build_prepared,
     load_context,
 )
-from postway.errors import AuthenticationFailed, NotStored, PostwayError, Unavailable
+from postway.errors import AuthenticationFailed, NotStored, PostwayError
 from postway.store.db import Database
 from postway.store.models import utcnow
+from postway.store.outage import is_outage, unavailable
 from postway.store.users import TokenOwner, owners_of_tokens, touch_tokens
 
 log = logging.getLogger("postway.api")
@@ -101,10 +102,15 @@ class GroupCommit:
             return await step
         except DBAPIError as exc:
             log.error("the database could not take %d messages: %s", len(group), exc.orig)
-            _fail_all(group, Unavailable("the database is not available; nothing was stored"))
+            words = f"the messages could not be stored: {exc.orig}"
+            _fail_all(group, unavailable() if is_outage(exc) else NotStored(words))
         except Exception as exc:  # never leave a request waiting
-            log.exception("storing a group of %d messages failed", len(group))
-            _fail_all(group, exc)
+            if is_outage(exc):  # e.g. the server refusing connections
+                log.error("the database could not take %d messages: %s", len(group), exc)
+                _fail_all(group, unavailable())
+            else:
+                log.exception("storing a group of %d messages failed", len(group))
+                _fail_all(group, exc)
         return None
 
     async def _check(self, group: list[Pending]) -> Checked:

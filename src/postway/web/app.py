@@ -16,6 +16,7 @@ from postway import __version__
 from postway.demo import DEMO_GOOGLE_PATH, demo_google
 from postway.errors import PostwayError
 from postway.runtime import Runtime
+from postway.store.outage import OUTAGE_ERRORS, is_outage, unavailable
 from postway.web import admin_pages, api, bounce_mailbox, gmail_connect, inbox_pages, pages
 from postway.web.body_limit import BodyLimit
 from postway.web.deps import api_gate, error_response
@@ -66,6 +67,16 @@ def create_app(rt: Runtime) -> FastAPI:
         if request.url.path.startswith("/api/") or not isinstance(exc, PostwayError):
             return error_response(exc)
         return await pages.error_page(request, exc)
+
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        if not is_outage(exc):
+            raise exc  # a bug: the server's own 500
+        if request.url.path.startswith("/api/"):
+            return error_response(unavailable())
+        return await pages.error_page(request, unavailable())
+
+    for kind in OUTAGE_ERRORS:
+        app.add_exception_handler(kind, on_database_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -27,6 +27,7 @@ from postway.errors import (
 from postway.runtime import Runtime
 from postway.security import token_hash
 from postway.store.models import utcnow
+from postway.store.outage import OUTAGE_ERRORS, is_outage, unavailable
 from postway.store.users import (
     Principal,
     TokenOwner,
@@ -121,6 +122,10 @@ def api_gate(rt: Runtime) -> Callable[[Scope], Awaitable[Response | None]]:
                 scope[PRINCIPAL_KEY] = await authenticate_bearer(rt, header)
         except AuthenticationFailed as exc:
             return error_response(exc)
+        except OUTAGE_ERRORS as exc:
+            if not is_outage(exc):
+                raise
+            return error_response(unavailable())
         return None
 
     return gate

@@ -20,6 +20,7 @@ from postway.errors import (
     NotFound,
     PostwayError,
     RateLimited,
+    Unavailable,
 )
 from postway.store import messages as msgs
 from postway.store.channel_settings import effective_setting
@@ -52,8 +53,9 @@ __all__ = ["error_page", "render", "router"]
 async def error_page(request: Request, exc: PostwayError) -> Response:
     if isinstance(exc, AuthenticationFailed):
         return RedirectResponse("/login", status_code=303)
-    if isinstance(exc, RateLimited):
-        page = render(request, "error.html", status=429, message=str(exc))
+    if isinstance(exc, RateLimited | Unavailable):
+        code = 429 if isinstance(exc, RateLimited) else 503
+        page = render(request, "error.html", status=code, message=str(exc))
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     status = next((code for kind, code in _PAGE_STATUS if isinstance(exc, kind)), 400)

@@ -27,6 +27,7 @@ from postway.delivery.submit import (
 from postway.domain.states import DeliveryState
 from postway.errors import PostwayError
 from postway.runtime import Runtime
+from postway.store.outage import OUTAGE_ERRORS, is_outage, unavailable
 from postway.web.deps import SENDER_KEY, Sender, error_response
 from postway.web.fast_json import FastJSON
 from postway.web.schemas import SendIn
@@ -115,6 +116,10 @@ class SendLane:
             response = await send_one(self.rt, scope[SENDER_KEY], body)
         except PostwayError as exc:
             response = error_response(exc)
+        except OUTAGE_ERRORS as exc:
+            if not is_outage(exc):
+                raise
+            response = error_response(unavailable())
         await response(scope, receive, send)
 
 
