@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ from postway.domain.states import REASON_EXPIRED, REASON_THROTTLED, DeliveryStat
 from postway.metrics import Metrics
 from postway.store.db import Database
 from postway.store.models import ChannelSetting, Delivery, DeliveryEvent, Suppression, utcnow
+from postway.store.outage import OutageBackoff, is_outage
 
 log = logging.getLogger("postway.delivery")
 
@@ -130,8 +132,11 @@ class OutcomeRecorder:
         metrics: Metrics | None,
         *,
         linger: float = LINGER,
+        hold_seconds: float = 300.0,
     ) -> None:
         self.db = db
+        self.hold_seconds = hold_seconds
+        self._outage = OutageBackoff(f"recording results of worker {worker_id}", log)
         self.worker_id = worker_id
         self.policy = policy
         self.metrics = metrics
@@ -162,11 +167,27 @@ class OutcomeRecorder:
                     await record_outcomes(
                         self.db, self.worker_id, batch, self.policy, metrics=self.metrics
                     )
-                except Exception:
+                except Exception as exc:
+                    if is_outage(exc) and self._keep_trying():
+                        # The mail went out: dropping its result would send it again once
+                        # the lease ends. Hold it and write it when the database is back
+                        # (still fenced by lease owner, so a takeover meanwhile wins).
+                        self._pending[:0] = batch
+                        await asyncio.sleep(self._outage.failed(exc))
+                        self._ready.set()
+                        continue
                     # unrecorded deliveries stay leased and are retried after the lease
                     log.exception("recording %d outcomes failed", len(batch))
+                else:
+                    self._outage.succeeded()
             if self._closed and not self._pending:
                 return
+
+    def _keep_trying(self) -> bool:
+        """Past the lease another worker may have taken the deliveries over and resent them;
+        holding results longer than that buys nothing."""
+        since = self._outage.since
+        return since is None or time.monotonic() - since < self.hold_seconds
 
     async def close(self) -> None:
         """Flush everything added so far and stop."""

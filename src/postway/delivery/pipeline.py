@@ -48,6 +48,7 @@ from postway.errors import ChannelError
 from postway.metrics import Metrics
 from postway.store.db import Database
 from postway.store.models import Delivery, Message, Organisation, Suppression, utcnow
+from postway.store.outage import is_outage
 from postway.store.throttle import reserve
 
 log = logging.getLogger("postway.delivery")
@@ -253,9 +254,7 @@ def _by_account(
     for message_id, deliveries in sorted(by_message.items(), key=created):
         route = ctx.routes.get(message_id)
         account = route.account if isinstance(route, Route) else None
-        groups[f"account:{account.id}" if account else message_id].append(
-            (message_id, deliveries)
-        )
+        groups[f"account:{account.id}" if account else message_id].append((message_id, deliveries))
     return list(groups.values())
 
 
@@ -287,7 +286,13 @@ class Pipeline:
         for d in claimed:
             by_message[d.message_id].append(d)
         ctx = await self._load(by_message)
-        recorder = OutcomeRecorder(self.db, self.worker_id, self.policy, self.metrics)
+        recorder = OutcomeRecorder(
+            self.db,
+            self.worker_id,
+            self.policy,
+            self.metrics,
+            hold_seconds=self.settings.lease_seconds,
+        )
         try:
             await asyncio.gather(
                 *(self._in_order(ctx, group, recorder) for group in _by_account(ctx, by_message))
@@ -366,9 +371,12 @@ class Pipeline:
         async with self._slots:
             try:
                 await self._message(ctx, message_id, deliveries, recorder)
-            except Exception:
+            except Exception as exc:
                 # The lease runs out and the deliveries are retried; nothing is lost.
-                log.exception("pipeline failed for message %s", message_id)
+                if is_outage(exc):
+                    log.warning("message %s waits: the database is unavailable", message_id)
+                else:
+                    log.exception("pipeline failed for message %s", message_id)
 
     async def _message(
         self,

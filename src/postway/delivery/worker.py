@@ -14,6 +14,7 @@ from postway.delivery.pipeline import Pipeline
 from postway.metrics import Metrics
 from postway.store.db import Database
 from postway.store.models import utcnow
+from postway.store.outage import OutageBackoff, is_outage
 
 log = logging.getLogger("postway.worker")
 
@@ -30,6 +31,7 @@ class Worker:
         self._depth_at = 0.0
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._outage = OutageBackoff(f"worker {self.id}", log)
 
     def wake(self) -> None:
         """New mail was accepted in this process: look now instead of at the next poll."""
@@ -69,8 +71,10 @@ class Worker:
                 async with self.db.session() as s, s.begin():
                     if await queue.renew(s, self.id, ids, utcnow(), lease) == 0:
                         return
-            except Exception:
-                log.exception("lease renewal failed")
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.exception("lease renewal failed")
+                # an outage: our leases stay ours (results are fenced by owner, not by time)
 
     async def _refresh_depth(self) -> None:
         """Queue depth for /metrics, counted at most every 15 s (a full count is not free)."""
@@ -87,9 +91,16 @@ class Worker:
             try:
                 await self._refresh_depth()
                 claimed = await self.run_once()
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    # Wait it out, deaf to wake-ups: new mail cannot be claimed either.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self._outage.failed(exc))
+                    continue
                 log.exception("queue poll failed; retrying")
                 claimed = 0
+            else:
+                self._outage.succeeded()
             if claimed == 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

@@ -3,6 +3,9 @@ first is answered 503 with Retry-After — nothing was stored, try again — the
 
 from __future__ import annotations
 
+import logging
+import time
+
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -29,3 +32,58 @@ def unavailable() -> Unavailable:
         "the database is not available right now; nothing was stored, try again shortly",
         retry_after=RETRY_AFTER_SECONDS,
     )
+
+
+class OutageBackoff:
+    """How a background loop waits out an unreachable database: 0.5 s doubling to 30 s, so a
+    worker neither spins nor floods its log, and one line when the outage starts (repeated at
+    most every minute) and one when it ends, instead of a traceback per poll."""
+
+    FIRST = 0.5
+    CEILING = 30.0
+    REPEAT_LOG = 60.0
+
+    def __init__(self, what: str, log: logging.Logger) -> None:
+        self.what = what
+        self.log = log
+        self.delay = 0.0
+        self.since: float | None = None
+        self._logged_at = 0.0
+
+    @property
+    def failing(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException) -> float:
+        """Note one more failed try; returns how long to wait before the next."""
+        now = time.monotonic()
+        self.delay = min(self.CEILING, self.delay * 2 if self.delay else self.FIRST)
+        if self.since is None:
+            self.since = now
+        if self.since == now or now - self._logged_at >= self.REPEAT_LOG:
+            self._logged_at = now
+            self.log.warning(
+                "database unavailable (%s); %s paused, next try in %.1f s",
+                _short(exc),
+                self.what,
+                self.delay,
+            )
+        return self.delay
+
+    def succeeded(self) -> None:
+        if self.since is not None:
+            self.log.warning(
+                "database reachable again after %.1f s; %s resumed",
+                time.monotonic() - self.since,
+                self.what,
+            )
+        self.since = None
+        self.delay = 0.0
+
+
+def _short(exc: BaseException) -> str:
+    """The error's class and first line: enough to tell a refused connection from a full disk,
+    without the statement (which may hold addresses) or a traceback."""
+    inner = getattr(exc, "orig", None) or exc
+    first = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    return f"{type(inner).__name__}: {first[:200]}" if first else type(inner).__name__
