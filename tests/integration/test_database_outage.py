@@ -5,10 +5,6 @@ test starts itself, on its own port, so it can be stopped."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,47 +12,10 @@ import httpx
 import pytest
 from integration_support import Env, make_settings
 
-from peers.smtp import free_port
+from peers.own_postgres import OwnPostgres
 from peers.tls import TLSPeer
 from postway.runtime import Runtime
 from postway.web.app import create_app
-
-
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        pytest.fail("PostgreSQL's server programs are missing (scripts/test.sh installs them)")
-    return found[-1].parent
-
-
-class OwnPostgres:
-    """A PostgreSQL server of the test's own, run as the `postgres` user (it refuses root)."""
-
-    def __init__(self) -> None:
-        self.bin = _pg_bin()
-        self.dir = Path(tempfile.mkdtemp(prefix="pw-own-pg-"))
-        self.port = free_port()
-        shutil.chown(self.dir, "postgres", "postgres")
-        self._as_postgres("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
-
-    def _as_postgres(self, program: str, *args: str) -> None:
-        cmd = [str(self.bin / program), *args]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres(
-            "pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"),
-            "-w", "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self._as_postgres("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
-
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
 
 @pytest.fixture
@@ -66,12 +25,7 @@ def own_postgres() -> Iterator[OwnPostgres]:
     try:
         yield pg
     finally:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(pg.bin / "pg_ctl"), "-D",
-             str(pg.dir / "data"), "-m", "immediate", "stop"],
-            capture_output=True,
-        )  # fmt: skip
-        shutil.rmtree(pg.dir, ignore_errors=True)
+        pg.remove()
 
 
 async def test_api_says_503_while_the_database_is_away_and_recovers_without_a_restart(
