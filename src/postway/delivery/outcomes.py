@@ -136,7 +136,8 @@ class OutcomeRecorder:
     ) -> None:
         self.db = db
         self.hold_seconds = hold_seconds
-        self._outage = OutageBackoff(f"recording results of worker {worker_id}", log)
+        # results of mail already sent: written soon after the database returns
+        self._outage = OutageBackoff(f"recording results of worker {worker_id}", log, ceiling=5.0)
         self.worker_id = worker_id
         self.policy = policy
         self.metrics = metrics

@@ -93,9 +93,11 @@ class Worker:
                 claimed = await self.run_once()
             except Exception as exc:
                 if is_outage(exc):
-                    # Wait it out, deaf to wake-ups: new mail cannot be claimed either.
+                    # A wake-up ends the wait early: it comes only after the web process
+                    # committed new mail, so the database is back.
+                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), self._outage.failed(exc))
+                        await asyncio.wait_for(self._wake.wait(), self._outage.failed(exc))
                     continue
                 log.exception("queue poll failed; retrying")
                 claimed = 0

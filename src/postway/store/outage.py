@@ -43,9 +43,10 @@ class OutageBackoff:
     CEILING = 30.0
     REPEAT_LOG = 60.0
 
-    def __init__(self, what: str, log: logging.Logger) -> None:
+    def __init__(self, what: str, log: logging.Logger, *, ceiling: float = CEILING) -> None:
         self.what = what
         self.log = log
+        self.ceiling = ceiling
         self.delay = 0.0
         self.since: float | None = None
         self._logged_at = 0.0
@@ -57,7 +58,7 @@ class OutageBackoff:
     def failed(self, exc: BaseException) -> float:
         """Note one more failed try; returns how long to wait before the next."""
         now = time.monotonic()
-        self.delay = min(self.CEILING, self.delay * 2 if self.delay else self.FIRST)
+        self.delay = min(self.ceiling, self.delay * 2 if self.delay else self.FIRST)
         if self.since is None:
             self.since = now
         if self.since == now or now - self._logged_at >= self.REPEAT_LOG:
