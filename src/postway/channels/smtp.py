@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Required, TypedDict
 
 import aiosmtplib
 
@@ -403,7 +403,19 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def _reply_fields(code: int, text: str, host: str) -> dict[str, object]:
+class _ReplyFields(TypedDict, total=False):
+    """The `Outcome` fields one SMTP reply decides (passed on as keyword arguments)."""
+
+    state: Required[DeliveryState]
+    reply_code: int
+    status: str | None
+    diagnostic: str
+    reason: str | None
+    hard: bool | None
+    remote_mta: str
+
+
+def _reply_fields(code: int, text: str, host: str) -> _ReplyFields:
     text = " ".join(text.split())
     if 200 <= code < 300:
         return {
