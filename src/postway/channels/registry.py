@@ -121,10 +121,10 @@ class ChannelRegistry:
                 module.limits(relay_host=relay.host),
             )
         # an API channel: the user's connected account
-        row = await account_of(db, message.user_id, module.account_provider or "")
-        if row is None:
+        account_row = await account_of(db, message.user_id, module.account_provider or "")
+        if account_row is None:
             return Route(_NotConnected(), None, module.limits(), needs_account=True)
-        account = view_of(row)
+        account = view_of(account_row)
         return Route(await self._client(account), None, module.limits(), True, account)
 
     async def _client(self, account: AccountView) -> gmail.GmailChannel:
