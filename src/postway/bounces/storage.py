@@ -78,7 +78,7 @@ async def _insert_body(s: AsyncSession, digest: str, raw: bytes, key: str, now: 
     """Insert the message unless the same bytes are stored already (a resend, or two sessions
     at once: ON CONFLICT makes the race harmless on both databases)."""
     values = {"sha256": digest, "raw": raw, "size": len(raw), "peer_key": key, "received_at": now}
-    insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
     await s.execute(insert(BounceBody).values(**values).on_conflict_do_nothing())
 
 
