@@ -92,9 +92,11 @@ def check_account(delivery: Delivery, route: Route, now: datetime) -> Outcome | 
     account = route.account
     if account is not None and account.status == AccountStatus.CONNECTED:
         return None
-    paused = account is not None and account.status == AccountStatus.PAUSED
-    if paused and (account.paused_until is None or account.paused_until <= now):  # type: ignore[union-attr]
-        return None  # the pause is over (the batch's load resumed the account)
+    paused_until: datetime | None = None  # set while the account is paused
+    if account is not None and account.status == AccountStatus.PAUSED:
+        if account.paused_until is None or account.paused_until <= now:
+            return None  # the pause is over (the batch's load resumed the account)
+        paused_until = account.paused_until
     if now >= delivery.expires_at:
         return Outcome(
             delivery.id,
@@ -105,16 +107,16 @@ def check_account(delivery: Delivery, route: Route, now: datetime) -> Outcome | 
             "message may wait. Connect your Gmail account again on the Delivery channel page "
             "(or choose another channel), then resend this message from Failed Deliveries.",
         )
-    if paused:
-        until = min(account.paused_until, delivery.expires_at)  # type: ignore[union-attr, type-var]
+    if account is not None and paused_until is not None:
+        until = min(paused_until, delivery.expires_at)
         return Outcome(
             delivery.id,
             delivery.recipient,
             DeliveryState.DEFERRED,
             reason=REASON_CHANNEL_PAUSED,
             retry_after=max((until - now).total_seconds(), 0.0),
-            diagnostic=account.reason  # type: ignore[union-attr]
-            or f"{account.address} is paused until {until:%Y-%m-%d %H:%M} UTC",  # type: ignore[union-attr]
+            diagnostic=account.reason
+            or f"{account.address} is paused until {until:%Y-%m-%d %H:%M} UTC",
         )
     if account is None:
         words = (
