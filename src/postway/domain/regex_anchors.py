@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import cast
 
-try:  # the standard library's own reader of pattern sources (private, hence the guard)
-    from re import _constants as _sre_c
-    from re import _parser as _sre_parser
+# The standard library's own reader of pattern sources (private, hence the guard). The ignores:
+# typeshed stubs `re` as a single module, without these private submodules (so they are Any).
+try:
+    from re import _constants as _sre_c  # type: ignore[attr-defined]
+    from re import _parser as _sre_parser  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - another Python: no lowered search, same answers
-    _sre_c = _sre_parser = None  # type: ignore[assignment]
+    _sre_c = _sre_parser = None
 
 MIN_ANCHOR = 3  # shorter pieces occur in nearly every text and would test nothing
 _CLASS_ESCAPES = frozenset("dDwWsSbBAZzGnrtfv0123456789")
@@ -177,15 +180,16 @@ def _sequence(source: str) -> list[str] | None:
             inner = source[i + 1:end - 1]
             q_end = _quantifier_end(source, end)
             cut()
+            body: str | None = inner  # the group's pattern, None when it can give no anchor
             if inner.startswith("?"):
                 if inner.startswith("?:"):
-                    inner = inner[2:]
+                    body = inner[2:]
                 elif inner.startswith("?P<"):
-                    inner = inner[inner.index(">") + 1:]
+                    body = inner[inner.index(">") + 1:]
                 else:
-                    inner = None  # look-arounds, flags, back-references: no anchor
-            if inner is not None and _mandatory(source[end:q_end]):
-                got = _alternation(inner)
+                    body = None  # look-arounds, flags, back-references: no anchor
+            if body is not None and _mandatory(source[end:q_end]):
+                got = _alternation(body)
                 if got:
                     groups.append(got)
             i = q_end
@@ -315,7 +319,7 @@ def _lowered_member(member: object, value: object) -> tuple[object, object]:
     if member is c.LITERAL:
         return member, _lowered_code(value)  # type: ignore[arg-type]
     if member is c.RANGE:
-        lo, hi = value  # type: ignore[misc]
+        lo, hi = cast("tuple[int, int]", value)  # the parser's RANGE value: (low, high)
         if 65 <= lo <= hi <= 90:
             return member, (lo + 32, hi + 32)
     return member, value
