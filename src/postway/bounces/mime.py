@@ -6,6 +6,7 @@ import email.header
 import re
 from collections.abc import Iterator
 from email.message import Message
+from typing import cast
 
 from postway.bounces.mime_split import CONTENT_TYPE_KEY, split_message
 
@@ -40,7 +41,8 @@ def _get(msg: Message, name: str) -> object:
     index = msg.__dict__.get(_HEADERS_KEY)
     if index is None:
         index = {}
-        for key, raw in msg._headers:  # noqa: SLF001 - read only, as Message.get reads it
+        # read only, as Message.get reads it (typeshed does not declare the private list)
+        for key, raw in msg._headers:  # type: ignore[attr-defined]  # noqa: SLF001
             index.setdefault(key.lower(), (key, raw))
         msg.__dict__[_HEADERS_KEY] = index
     found = index.get(name.lower())
@@ -110,7 +112,8 @@ def part_text(part: Message) -> str:
 
 def _part_text(part: Message) -> str:
     try:
-        payload = part.get_payload(decode=True)
+        # decode=True gives bytes, or None for a multipart (typeshed's overload is wider)
+        payload = cast("bytes | None", part.get_payload(decode=True))
     except Exception:  # noqa: BLE001
         payload = None
     if payload is None:

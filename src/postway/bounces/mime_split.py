@@ -125,7 +125,7 @@ class _Splitter:
 
     def rest(self) -> list[str]:
         """The lines up to the end of the current part (or of the input)."""
-        out = []
+        out: list[str] = []
         while self.back:
             line = self.readline()
             if not line:
@@ -199,7 +199,9 @@ class _Splitter:
         # compat32's set_raw appends (name, value) as given (its header_store_parse returns
         # both unchanged) and header_source_parse joins a header's lines after its colon:
         # both done here directly, in one pass over the lines.
-        headers = msg._headers  # noqa: SLF001
+        # typeshed declares none of Message's private attributes (_headers, _payload): hence
+        # the attr-defined ignores here and below
+        headers = msg._headers  # type: ignore[attr-defined]  # noqa: SLF001
         name: str | None = None
         value = ""
         more: list[str] = []
@@ -307,14 +309,16 @@ class _Splitter:
                 last.epilogue = None
             elif last.epilogue is not None:
                 last.epilogue = _strip_eol(last.epilogue)
-        elif isinstance(last._payload, str):  # noqa: SLF001 - what the standard parser trims
-            last._payload = _strip_eol(last._payload)  # noqa: SLF001
+        elif isinstance(last._payload, str):  # type: ignore[attr-defined]  # noqa: SLF001
+            # what the standard parser trims
+            last._payload = _strip_eol(last._payload)  # type: ignore[attr-defined]  # noqa: SLF001
 
 
 def _content_type(msg: Message) -> str:
     """`msg.get_content_type()`, read straight from the header list when the value is ASCII
     (compat32 hands such a value back unchanged; other values go the standard way)."""
-    for name, value in msg._headers:  # noqa: SLF001 - read only, as Message.get reads it
+    # read only, as Message.get reads it (typeshed does not declare the private list)
+    for name, value in msg._headers:  # type: ignore[attr-defined]  # noqa: SLF001
         if name.lower() == "content-type":
             if not (isinstance(value, str) and value.isascii()):
                 return msg.get_content_type()
