@@ -82,7 +82,9 @@ async def run_server(
                 proxy_headers=False,
             )
             server = uvicorn.Server(config)
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            # uvicorn < 0.29's hook (the ignore: newer uvicorn has no such attribute; there
+            # Server.serve() captures SIGINT/SIGTERM itself and this line changes nothing)
+            server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
             tasks.append(asyncio.create_task(server.serve()))
             if demo:
                 print(demo_banner(host, port, await seed_demo(rt)), flush=True)
