@@ -13,6 +13,10 @@ Phases named in `stall` and `disconnect_at`:
     "dot"      after the final dot, before the reply (the "outcome unknown" window)
     "rset"     before the RSET reply (a reused session the server dropped meanwhile)
 
+`command_replies` answers a command with a scripted reply instead of running it (e.g.
+{"EHLO": "421 4.3.2 busy"}, {"STARTTLS": "454 4.7.0 TLS not available"}, {"DATA": "554 no"});
+`split_replies` writes every reply a few bytes at a time, each piece in its own packet.
+
     async with ScriptedSMTPServer(rcpt_replies={"x@example.org": "550 5.1.1 No such user"}) as srv:
         ...  # connect to srv.host, srv.port
         assert srv.received[0].rcpt_tos == ["y@example.org"]
@@ -94,6 +98,8 @@ class ScriptedSMTPServer:
         stall: Mapping[str, float] | None = None,
         omit_extensions: Iterable[str] = (),
         size_limit: int = 32 * 1024 * 1024,
+        command_replies: Mapping[str, str] | None = None,  # verb -> reply instead of running it
+        split_replies: bool = False,  # every reply written in 3-byte pieces, one packet each
     ) -> None:
         if (starttls or require_starttls or implicit_tls) and tls_context is None:
             raise ValueError("TLS options need tls_context (see tests.peers.tls)")
@@ -123,6 +129,8 @@ class ScriptedSMTPServer:
         self.stall = dict(stall or {})
         self.omit_extensions = {e.upper() for e in omit_extensions}
         self.size_limit = size_limit
+        self.command_replies = {k.upper(): v for k, v in (command_replies or {}).items()}
+        self.split_replies = split_replies
         # Records, guarded by _lock.
         self._lock = threading.Lock()
         self.transactions: list[Received] = []
@@ -391,6 +399,10 @@ class _ScriptedSMTP(SMTP):
             waiting = bool(self._reader._buffer)  # type: ignore[attr-defined]
             self.owner._record_command(Command(self.session_id, verb, arg, self._next_pipelined))
             self._next_pipelined = waiting
+            scripted = self.owner.command_replies.get(verb.upper())
+            if scripted is not None:
+                await self.push(scripted)
+                return
             await method(arg)
 
         return run
@@ -412,6 +424,16 @@ class _ScriptedSMTP(SMTP):
             self._counted = False
             self.owner._close_session()
         super().connection_lost(error)
+
+    async def push(self, status: str | bytes) -> None:  # type: ignore[override]
+        if not self.owner.split_replies:
+            await super().push(status)  # type: ignore[arg-type]
+            return
+        data = (status.encode() if isinstance(status, str) else status) + b"\r\n"
+        for i in range(0, len(data), 3):
+            self._writer.write(data[i : i + 3])  # type: ignore[attr-defined]
+            await self._writer.drain()  # type: ignore[attr-defined]
+            await asyncio.sleep(0.002)  # the next piece goes in a packet of its own
 
     async def act(self, phase: str) -> None:
         """Apply the script for a phase: stall first, then maybe drop."""
