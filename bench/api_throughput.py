@@ -120,9 +120,9 @@ class Postway:
         self.token = ""
         self.identity = ""
 
-    def start(self, role: str = "serve") -> float:
-        """Starts `bash scripts/run.sh` (serve) or `postway web`; returns the time it was
-        launched, after /healthz answers."""
+    def start(self, role: str = "serve", extra: tuple[str, ...] = ()) -> float:
+        """Starts `bash scripts/run.sh` (serve) or `postway web`, with `extra` arguments;
+        returns the time it was launched, after /healthz answers."""
         n = len(self.logs)
         log = self.tmp / f"{role}-{n}.log"
         self.logs.append(log)
@@ -130,6 +130,7 @@ class Postway:
             cmd = ["bash", "scripts/run.sh", "--port", str(self.port)]
         else:
             cmd = [str(POSTWAY), role, "--port", str(self.port)]
+        cmd += extra
         launched = time.monotonic()
         with log.open("wb") as out:
             self.proc = subprocess.Popen(

@@ -5,6 +5,7 @@ the reliability harnesses send (smtp-sink is faster but cannot say which message
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -18,8 +19,9 @@ _HEADERS = BytesHeaderParser()
 
 
 class RecordingSink:
-    def __init__(self, header: str = "Message-ID") -> None:
+    def __init__(self, header: str = "Message-ID", delay: float = 0.0) -> None:
         self.header = header
+        self.delay = delay  # seconds after the final dot before the message is taken (250)
         self.counts: Counter[str] = Counter()
         self.first_seen: dict[str, float] = {}  # key -> time.time() of its first arrival
         self._lock = threading.Lock()
@@ -37,6 +39,9 @@ class RecordingSink:
         self._controller.stop()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            # a sender that hangs up meanwhile cancels this: the message is not taken
+            await asyncio.sleep(self.delay)
         raw = envelope.original_content or b""
         key = str(_HEADERS.parsebytes(raw).get(self.header, "")).strip()
         now = time.time()

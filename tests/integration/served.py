@@ -54,7 +54,12 @@ class Served:
 def children_of(parent: int) -> dict[str, int]:
     """Running `postway web` / `postway worker` children of `parent`, by role (a later
     worker replaces an earlier one under the same key; tests here run one)."""
-    found: dict[str, int] = {}
+    return dict(child_processes(parent))
+
+
+def child_processes(parent: int) -> list[tuple[str, int]]:
+    """Every running `postway web` / `postway worker` child of `parent`: (role, pid)."""
+    found: list[tuple[str, int]] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -68,7 +73,7 @@ def children_of(parent: int) -> dict[str, int]:
             continue
         for role in (b"web", b"worker"):
             if role in argv and b"postway" in argv:
-                found[role.decode()] = int(entry.name)
+                found.append((role.decode(), int(entry.name)))
     return found
 
 
