@@ -280,36 +280,56 @@ class Pipeline:
         self._slots = asyncio.Semaphore(concurrency)
         self.raw_bytes = ByteBudget(settings.worker_batch_bytes)
         self._raws = RawLoader(db)
+        # Deliveries handed to process() whose message is not finished yet, over every batch
+        # running; `finished` is set whenever some finish, so the worker can claim more while
+        # a slow destination still holds part of a batch.
+        self.in_flight = 0
+        self.finished = asyncio.Event()
+
+    def _done(self, n: int) -> None:
+        self.in_flight -= n
+        self.finished.set()
 
     async def process(self, claimed: list[Delivery]) -> None:
         """Run a claimed batch: one read for the whole batch, then each message through the
         steps concurrently, with outcomes written in group commits as they complete."""
-        by_message: dict[str, list[Delivery]] = defaultdict(list)
-        for d in claimed:
-            by_message[d.message_id].append(d)
-        ctx = await self._load(by_message)
-        recorder = OutcomeRecorder(
-            self.db,
-            self.worker_id,
-            self.policy,
-            self.metrics,
-            hold_seconds=self.settings.lease_seconds,
-        )
+        self.in_flight += len(claimed)
+        left = [len(claimed)]
         try:
-            await asyncio.gather(
-                *(self._in_order(ctx, group, recorder) for group in _by_account(ctx, by_message))
+            by_message: dict[str, list[Delivery]] = defaultdict(list)
+            for d in claimed:
+                by_message[d.message_id].append(d)
+            ctx = await self._load(by_message)
+            recorder = OutcomeRecorder(
+                self.db,
+                self.worker_id,
+                self.policy,
+                self.metrics,
+                hold_seconds=self.settings.lease_seconds,
             )
+            try:
+                await asyncio.gather(
+                    *(
+                        self._in_order(ctx, group, recorder, left)
+                        for group in _by_account(ctx, by_message)
+                    )
+                )
+            finally:
+                await recorder.close()
         finally:
-            await recorder.close()
+            self._done(left[0])
 
     async def _in_order(
         self,
         ctx: BatchContext,
         group: list[tuple[str, list[Delivery]]],
         recorder: OutcomeRecorder,
+        left: list[int],
     ) -> None:
         for message_id, deliveries in group:
             await self._guarded(ctx, message_id, deliveries, recorder)
+            left[0] -= len(deliveries)
+            self._done(len(deliveries))
 
     async def _load(self, by_message: dict[str, list[Delivery]]) -> BatchContext:
         ctx = BatchContext()

@@ -13,7 +13,7 @@ from postway.delivery import queue
 from postway.delivery.pipeline import Pipeline
 from postway.metrics import Metrics
 from postway.store.db import Database
-from postway.store.models import utcnow
+from postway.store.models import Delivery, utcnow
 from postway.store.outage import OutageBackoff, is_outage
 
 log = logging.getLogger("postway.worker")
@@ -43,24 +43,48 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many deliveries were claimed."""
+        claimed = await self._claim(self.settings.worker_batch)
+        if claimed:
+            await self._process(claimed)
+        return len(claimed)
+
+    async def _claim(self, limit: int) -> list[Delivery]:
         async with self.db.session() as s, s.begin():
-            claimed = await queue.claim_due(
+            return await queue.claim_due(
                 s,
                 self.id,
                 utcnow(),
-                self.settings.worker_batch,
+                limit,
                 self.settings.lease_seconds,
                 postgres=not self.db.is_sqlite,
             )
-        if claimed:
-            heartbeat = asyncio.create_task(self._heartbeat([d.id for d in claimed]))
-            try:
-                await self.pipeline.process(claimed)
-            finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
-        return len(claimed)
+
+    async def _process(self, claimed: list[Delivery]) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat([d.id for d in claimed]))
+        try:
+            await self.pipeline.process(claimed)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _process_quietly(self, claimed: list[Delivery]) -> None:
+        """A batch running beside the claim loop: its failure is logged, never raised (its
+        deliveries' leases run out and they are tried again; nothing is lost)."""
+        try:
+            await self._process(claimed)
+        except Exception as exc:
+            if is_outage(exc):
+                log.warning("a batch of %d waits: the database is unavailable", len(claimed))
+            else:
+                log.exception("processing a batch of %d failed", len(claimed))
+
+    def _room(self) -> int:
+        """Deliveries the worker may claim now. Up to two batches' worth are in flight at
+        once, counted per delivery, not per batch: a batch is claimed while an earlier one
+        still waits on a slow destination, so mail to other destinations is not held up
+        behind it (per-destination fairness)."""
+        return 2 * self.settings.worker_batch - self.pipeline.in_flight
 
     async def _heartbeat(self, ids: list[str]) -> None:
         """Renew our leases every third of the lease while the batch is being worked on."""
@@ -87,10 +111,28 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker %s started", self.id)
+        batches: set[asyncio.Task[None]] = set()
+        batch = self.settings.worker_batch
         while not self._stop.is_set():
+            self.pipeline.finished.clear()
+            room = self._room()
+            if room < max(batch // 2, 1):
+                # Full: wait until some deliveries finish (claims stay at least half a batch).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.pipeline.finished.wait(), self.settings.worker_poll_seconds
+                    )
+                continue
+            limit = min(batch, room)
             try:
                 await self._refresh_depth()
-                claimed = await self.run_once()
+                found = await self._claim(limit)
+                if found:
+                    task = asyncio.create_task(self._process_quietly(found))
+                    batches.add(task)
+                    task.add_done_callback(batches.discard)
+                # Fewer than asked for: the queue has nothing more due now; wait below.
+                claimed = len(found) if len(found) == limit else 0
             except Exception as exc:
                 if is_outage(exc):
                     # A wake-up ends the wait early: it comes only after the web process
@@ -107,4 +149,6 @@ class Worker:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.worker_poll_seconds)
+        if batches:  # let the batches under way finish and record their outcomes
+            await asyncio.gather(*batches)
         log.info("worker %s stopped", self.id)
