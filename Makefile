@@ -3,15 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run demo test lint bench
+.PHONY: install run demo test lint lock bench
 
-$(BIN)/postway: pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	@touch $@
-
-install: $(BIN)/postway
+install:  # .venv from requirements/test.lock (a no-op when already in step with it)
+	PY=$(PY) bash scripts/sync_venv.sh --exact requirements/test.lock
 
 run: install
 	$(BIN)/postway serve
@@ -24,6 +19,10 @@ test:
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/postway
+
+lock:  # remake requirements/*.lock from pyproject.toml (see scripts/lock.sh for --upgrade)
+	bash scripts/lock.sh
 
 bench: install  # as root: a private Postfix instance; needs postfix, wrk and PostgreSQL
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick)

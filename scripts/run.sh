@@ -8,9 +8,6 @@ if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
   $( [ "$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
   $( [ "$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq python3 python3-venv >/dev/null
 fi
-if [ ! -x .venv/bin/postway ]; then
-  python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e .
-fi
+# the exact versions of requirements/run.lock (test.lock's, which hold them too, also do)
+bash scripts/sync_venv.sh requirements/run.lock requirements/test.lock
 exec .venv/bin/postway serve "$@"

@@ -31,11 +31,10 @@ if [ -z "${POSTWAY_TEST_POSTGRES_URL:-}" ] && ! pg_isready -q -h 127.0.0.1 -p 54
   for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
 
-PY=${PY:-python3}
-if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+# .venv holds exactly requirements/test.lock (re-synced whenever the lock changes)
+bash scripts/sync_venv.sh --exact requirements/test.lock
 
 mkdir -p test-output
 .venv/bin/ruff check src tests bench
+.venv/bin/mypy src/postway
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"
