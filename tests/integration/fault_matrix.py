@@ -10,7 +10,8 @@ Plain data only (no pytest, no peers): the renderer runs without the test depend
 this module's own: `tls` ("trusted": the test CA's certificate; "untrusted": a certificate
 from a CA nobody trusts), `security` (the relay's setting, default "none") and `listen`
 (False: nothing listens at the address). Gmail rows hold the stand-in's `fail_next`
-arguments instead (`fault`, `retry_after`).
+arguments instead (`fault`, `retry_after`, `times`, `endpoint`) or `expire_tokens` / `revoke` (the
+stand-in expires the account's access tokens early / revokes its grants).
 """
 
 from __future__ import annotations
@@ -219,9 +220,19 @@ GMAIL_CASES: list[Case] = [
          {"fault": "server_error"}, _D, SCHEDULE, "systemerror", "deferred"),
     Case("gmail", "503 unavailable", "messages.send",
          {"fault": "unavailable"}, _D, SCHEDULE, "systemerror", "deferred"),
-    Case("gmail", "401 authError", "messages.send",
-         {"fault": "unauthorized"}, _D, Next("until-reconnect"), "channel-disconnected",
-         "parked", "account marked needs_reconnect; no attempt spent", attempts=0),
+    Case("gmail", "401 authError once", "messages.send",
+         {"fault": "unauthorized"}, _S, FINAL, None, "sent",
+         "the access token is refreshed and the send tried again, once"),
+    Case("gmail", "access token expired early at Google", "messages.send",
+         {"expire_tokens": True}, _S, FINAL, None, "sent",
+         "401, then refreshed and sent (a clock behind Google's)"),
+    Case("gmail", "401 authError, again after a refresh", "messages.send",
+         {"fault": "unauthorized", "times": 2}, _D, Next("until-reconnect"),
+         "channel-disconnected", "parked", "account marked needs_reconnect; no attempt spent",
+         attempts=0),
+    Case("gmail", "grant revoked by the user", "messages.send, token",
+         {"revoke": True}, _D, Next("until-reconnect"), "channel-disconnected", "parked",
+         "401, then invalid_grant on refresh: needs_reconnect", attempts=0),
     Case("gmail", "400 invalid_grant on token refresh", "token",
          {"fault": "invalid_grant", "endpoint": "token"}, _D, Next("until-reconnect"),
          "channel-disconnected", "parked", "account marked needs_reconnect", attempts=0),

@@ -212,9 +212,17 @@ async def _gmail_row(f: Faults, case: Case) -> str:
                 .where(ConnectedAccount.address == address)
                 .values(token_expires_at=utcnow())
             )
-    f.google.state.fail_next(
-        endpoint, Fault(case.peer["fault"]), retry_after=case.peer.get("retry_after")
-    )
+    if case.peer.get("expire_tokens"):
+        f.google.state.expire_access_tokens(address)
+    if case.peer.get("revoke"):
+        f.google.state.revoke_grants(address)
+    if "fault" in case.peer:
+        f.google.state.fail_next(
+            endpoint,
+            Fault(case.peer["fault"]),
+            times=case.peer.get("times", 1),
+            retry_after=case.peer.get("retry_after"),
+        )
     message_id = await _send(acct, identity, "lead@client.example", case.big)
     await _attempts(f, message_id, case.tries)
     return message_id

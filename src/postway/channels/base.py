@@ -114,9 +114,10 @@ class AccountAccess(Protocol):
     """How an API channel reaches its account's state and tokens without touching the
     database (implemented by `store.accounts.StoredAccounts`)."""
 
-    async def fresh_token(self, account_id: str) -> str:
-        """A valid access token, refreshed first when it is near expiry (one refresh at a
-        time per account across all workers). Raises AccountNeedsReconnect."""
+    async def fresh_token(self, account_id: str, refused: str | None = None) -> str:
+        """A valid access token, refreshed first when it is near expiry or is `refused` (a
+        token the provider just answered 401 to); one refresh at a time per account across
+        all workers. Raises AccountNeedsReconnect."""
         ...
 
     async def mark_needs_reconnect(self, account_id: str, reason: str) -> None: ...

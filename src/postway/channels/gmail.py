@@ -11,8 +11,9 @@ To, Cc and Bcc of the raw message). So:
 Outcomes: accepted mail is `sent` with Gmail's message and thread ids in the event. A reply
 (a message whose In-Reply-To or References names a message sent through the same account)
 is sent into that message's Gmail thread. Rate limits and Google's server errors defer;
-the daily quota pauses the account until the quota window passes (`quota_resets_at`); a
-refused grant marks the account `needs_reconnect`; both park the mail without spending
+the daily quota pauses the account until the quota window passes (`quota_resets_at`); a 401
+is answered by refreshing the access token and sending again, once; a refused grant (or a
+second 401) marks the account `needs_reconnect`; both park the mail without spending
 attempts (see the pipeline's `check_account`), so nothing bounces or is lost.
 """
 
@@ -166,9 +167,18 @@ class GmailChannel:
             )
         try:
             token = await self.accounts.fresh_token(self.account.id)
-            sent = await self.api.send(token, raw, thread_id=thread)
-        except AccountNeedsReconnect as exc:
-            raise _Parked(REASON_CHANNEL_DISCONNECTED, str(exc)) from exc
+            try:
+                sent = await self.api.send(token, raw, thread_id=thread)
+            except GoogleAuthError as exc:
+                if exc.status != 401:
+                    raise
+                # Google's advice for 401: refresh the access token (it may have ended early,
+                # or our clock be behind) and try again; only a refused refresh needs the user.
+                token = await self.accounts.fresh_token(self.account.id, refused=token)
+                sent = await self.api.send(token, raw, thread_id=thread)
+        except AccountNeedsReconnect as exc:  # the grant is gone (the refresh was refused)
+            words = f"{exc}; connect the account again"
+            raise _Parked(REASON_CHANNEL_DISCONNECTED, words) from exc
         except GoogleAuthError as exc:
             words = f"Google refused the account's access ({exc}); connect the account again"
             await self.accounts.mark_needs_reconnect(self.account.id, words)

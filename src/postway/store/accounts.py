@@ -268,8 +268,10 @@ class StoredAccounts:
             row = await s.get(ConnectedAccount, account_id)
             return view_of(row) if row is not None else None
 
-    async def fresh_token(self, account_id: str) -> str:
-        """See the module docstring for the one-refresh-at-a-time invariant."""
+    async def fresh_token(self, account_id: str, refused: str | None = None) -> str:
+        """See the module docstring for the one-refresh-at-a-time invariant. `refused`: an
+        access token the provider just refused (401) though not near its expiry; it is
+        refreshed anyway, unless another worker has replaced it meanwhile."""
         deadline = utcnow() + self.claim + timedelta(seconds=30)
         while True:
             async with self.db.reader() as s, s.begin():
@@ -287,7 +289,9 @@ class StoredAccounts:
                 busy_until = row.refreshing_until
             now = utcnow()
             if seen_access and expires is not None and expires - self.margin > now:
-                return self.box.decrypt(seen_access)
+                token = self.box.decrypt(seen_access)
+                if token != refused:
+                    return token
             free = busy_until is None or busy_until <= now
             if free and await self._claim(account_id, seen_access, now):
                 return await self._refresh(account_id, provider, refresh_enc)
