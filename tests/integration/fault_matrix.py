@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 BEGIN = "<!-- faults:begin -->"
@@ -84,7 +84,9 @@ class Case:
     attempts: int | None = None  # attempts counted afterwards (None: same as tries)
     attention: bool = False  # the channel settings are flagged for the user to act
     tls: str | None = None  # managed: the "tls" detail of the delivered event ("yes"/"no")
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    suppressed: bool = False  # the recipient is on the suppression list afterwards
+    account: str | None = None  # gmail: the connected account's status afterwards
+    diagnostic: str | None = None  # words the stored diagnostic contains
 
     @property
     def id(self) -> str:
@@ -94,29 +96,23 @@ class Case:
 
 def _both(
     fault: str, phase: str, peer: Mapping[str, Any], managed: tuple[Any, ...],
-    smtp: tuple[Any, ...], attention: bool = False, **kw: Any,
+    smtp: tuple[Any, ...], attention: bool = False, suppressed: bool = False, **kw: Any,
 ) -> list[Case]:  # fmt: skip
     """The same fault for the managed channel and the custom relay: (state, next, reason,
-    event[, note]) each; `attention`: the relay's settings are flagged for the user."""
+    event[, note]) each; `attention`: the relay's settings are flagged for the user;
+    `suppressed`: the managed channel's bounce puts the recipient on the suppression list."""
     rows = []
     for channel, expected in (("managed", managed), ("smtp", smtp)):
         state, nxt, reason, event, *note = expected
-        flag = attention and channel == "smtp"
         rows.append(
             Case(
-                channel,
-                fault,
-                phase,
-                peer,
-                state,
-                nxt,
-                reason,
-                event,
-                *(note or [""]),  # type: ignore[arg-type]
-                attention=flag,
+                channel, fault, phase, peer, state, nxt, reason, event,  # type: ignore[arg-type]
+                *(note or [""]),
+                attention=attention and channel == "smtp",
+                suppressed=suppressed and channel == "managed",
                 **kw,
             )
-        )
+        )  # fmt: skip
     return rows
 
 
@@ -157,7 +153,7 @@ SMTP_CASES: list[Case] = [
            (_D, SCHEDULE, "toomanyconn", "deferred", "the named wait is not read: schedule")),
     *_both("550 to RCPT", "RCPT", {"rcpt_default": "550 5.1.1 No such user"},
            (_B, FINAL, "userunknown", "bounced", "hard: the address is suppressed"),
-           (_F, FINAL, "userunknown", "failed")),
+           (_F, FINAL, "userunknown", "failed"), suppressed=True),
     *_both("451 to DATA", "DATA", {"command_replies": {"DATA": "451 4.3.0 Try later"}},
            (_D, SCHEDULE, "onhold", "deferred"), (_D, SCHEDULE, "onhold", "deferred")),
     *_both("554 to DATA", "DATA", {"command_replies": {"DATA": "554 5.7.1 Not now, not ever"}},
@@ -190,12 +186,14 @@ SMTP_CASES: list[Case] = [
     *_both("replies split across packets", "every reply", {"split_replies": True},
            (_OK, FINAL, None, "delivered"), (_S, FINAL, None, "sent")),
     *_both("stalled peer", "greeting", {"stall": {"connect": 30}},
-           (_D, SCHEDULE, NET, "deferred", "timed out"), (_D, SCHEDULE, NET, "deferred")),
+           (_D, SCHEDULE, NET, "deferred", "timed out"), (_D, SCHEDULE, NET, "deferred",
+           "timed out"), diagnostic="timed out"),
     *_both("stalled peer", "RCPT reply", {"stall": {"rcpt": 30}},
-           (_D, SCHEDULE, NET, "deferred", "timed out"), (_D, SCHEDULE, NET, "deferred")),
+           (_D, SCHEDULE, NET, "deferred", "timed out"), (_D, SCHEDULE, NET, "deferred",
+           "timed out"), diagnostic="timed out"),
     *_both("stalled peer", "after the final dot", {"stall": {"dot": 30}},
            (_D, SCHEDULE, NET, "unknown-outcome", "timed out; may have arrived"),
-           (_D, SCHEDULE, NET, "deferred")),
+           (_D, SCHEDULE, NET, "deferred", "timed out"), diagnostic="timed out"),
     *_both("invalid certificate", "STARTTLS", {**UNTRUSTED, "security": "starttls"},
            (_OK, FINAL, None, "delivered",
             "opportunistic TLS (RFC 7435): encrypted, certificate not checked"),
@@ -222,29 +220,33 @@ GMAIL_CASES: list[Case] = [
          {"fault": "unavailable"}, _D, SCHEDULE, "systemerror", "deferred"),
     Case("gmail", "401 authError once", "messages.send",
          {"fault": "unauthorized"}, _S, FINAL, None, "sent",
-         "the access token is refreshed and the send tried again, once"),
+         "the access token is refreshed and the send tried again, once; still connected",
+         account="connected"),
     Case("gmail", "access token expired early at Google", "messages.send",
          {"expire_tokens": True}, _S, FINAL, None, "sent",
-         "401, then refreshed and sent (a clock behind Google's)"),
+         "401, then refreshed and sent (a clock behind Google's)", account="connected"),
     Case("gmail", "401 authError, again after a refresh", "messages.send",
          {"fault": "unauthorized", "times": 2}, _D, Next("until-reconnect"),
          "channel-disconnected", "parked", "account marked needs_reconnect; no attempt spent",
-         attempts=0),
+         attempts=0, account="needs_reconnect"),
     Case("gmail", "grant revoked by the user", "messages.send, token",
          {"revoke": True}, _D, Next("until-reconnect"), "channel-disconnected", "parked",
-         "401, then invalid_grant on refresh: needs_reconnect", attempts=0),
+         "401, then invalid_grant on refresh: needs_reconnect", attempts=0,
+         account="needs_reconnect"),
     Case("gmail", "400 invalid_grant on token refresh", "token",
          {"fault": "invalid_grant", "endpoint": "token"}, _D, Next("until-reconnect"),
-         "channel-disconnected", "parked", "account marked needs_reconnect", attempts=0),
+         "channel-disconnected", "parked", "account marked needs_reconnect", attempts=0,
+         account="needs_reconnect"),
     Case("gmail", "500 on token refresh", "token",
          {"fault": "server_error", "endpoint": "token"}, _D, SCHEDULE, "systemerror",
          "deferred"),
     Case("gmail", "403 dailyLimitExceeded", "messages.send",
          {"fault": "daily_limit"}, _D, Next("until-quota-reset"), "channel-paused", "parked",
-         "account paused; no attempt spent", attempts=0),
+         "account paused; no attempt spent", attempts=0, account="paused"),
     Case("gmail", "429 daily sending quota, Retry-After 3600", "messages.send",
          {"fault": "sending_quota", "retry_after": "3600"}, _D, Next("exact", 3600),
-         "channel-paused", "parked", "account paused; no attempt spent", attempts=0),
+         "channel-paused", "parked", "account paused; no attempt spent", attempts=0,
+         account="paused"),
     Case("gmail", "400 invalidArgument", "messages.send",
          {"fault": "invalid_recipient"}, _F, FINAL, "rejected", "failed"),
 ]  # fmt: skip

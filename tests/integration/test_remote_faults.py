@@ -45,6 +45,7 @@ from postway.store.models import (
     ConnectedAccount,
     Delivery,
     DeliveryEvent,
+    Suppression,
     utcnow,
 )
 from postway.web.app import create_app
@@ -254,6 +255,9 @@ class Observed:
     expires_at: datetime
     attention: str | None
     tls: str | None
+    diagnostic: str
+    suppressed: bool
+    account: str | None  # the status of the user's connected account, if any
 
 
 async def _observe(f: Faults, message_id: str) -> Observed:
@@ -270,10 +274,18 @@ async def _observe(f: Faults, message_id: str) -> Observed:
         attention = await s.scalar(
             select(ChannelSetting.attention).where(ChannelSetting.user_id == d.user_id)
         )
+        suppressed = await s.scalar(
+            select(Suppression.id).where(
+                Suppression.org_id == d.org_id, Suppression.address == d.recipient.lower()
+            )
+        )
+        account = await s.scalar(
+            select(ConnectedAccount.status).where(ConnectedAccount.user_id == d.user_id)
+        )
     delay = (d.due_at - d.updated_at).total_seconds() if d.due_at is not None else None
     return Observed(
         d.state, d.reason, last.type, d.attempts, delay, d.due_at, d.expires_at, attention,
-        (last.detail or {}).get("tls"),
+        (last.detail or {}).get("tls"), d.diagnostic or "", suppressed is not None, account,
     )  # fmt: skip
 
 
@@ -320,6 +332,11 @@ async def test_remote_fault(faults: Faults, tls_peer: TLSPeer, case: Case) -> No
         assert (o.attention is not None) is case.attention, o.attention
     if case.tls is not None and case.channel == "managed":
         assert o.tls == case.tls
+    assert o.suppressed is case.suppressed
+    if case.channel == "gmail":
+        assert o.account == (case.account or "connected")
+    if case.diagnostic is not None:
+        assert case.diagnostic in o.diagnostic, o.diagnostic
 
 
 def test_fault_table_in_docs_matches_the_matrix() -> None:
