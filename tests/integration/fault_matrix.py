@@ -87,11 +87,13 @@ class Case:
     suppressed: bool = False  # the recipient is on the suppression list afterwards
     account: str | None = None  # gmail: the connected account's status afterwards
     diagnostic: str | None = None  # words the stored diagnostic contains
+    require_tls: bool = False  # managed: run with POSTWAY_MTA_REQUIRE_TLS=1
 
     @property
     def id(self) -> str:
         words = re.sub(r"[^a-z0-9]+", "-", f"{self.fault} {self.phase}".lower()).strip("-")
-        return f"{self.channel}-{words}" + (f"-try{self.tries}" if self.tries > 1 else "")
+        strict = "-tls-required" if self.require_tls else ""
+        return f"{self.channel}{strict}-{words}" + (f"-try{self.tries}" if self.tries > 1 else "")
 
 
 def _both(
@@ -205,6 +207,13 @@ SMTP_CASES: list[Case] = [
            attention=True, tls="no"),
 ]  # fmt: skip
 
+REQUIRED_TLS_CASES: list[Case] = [
+    Case("managed", "invalid certificate", "STARTTLS", UNTRUSTED, _D, SCHEDULE, NET, "deferred",
+         "the certificate is verified: not sent", require_tls=True, diagnostic="TLS"),
+    Case("managed", "STARTTLS advertised, then 454", "STARTTLS", REFUSE_TLS, _D, SCHEDULE, NET,
+         "deferred", "not sent in plaintext", require_tls=True, diagnostic="STARTTLS"),
+]  # fmt: skip
+
 GMAIL_CASES: list[Case] = [
     Case("gmail", "429 rateLimitExceeded, Retry-After 900", "messages.send",
          {"fault": "rate_limit", "retry_after": "900"},
@@ -251,7 +260,7 @@ GMAIL_CASES: list[Case] = [
          {"fault": "invalid_recipient"}, _F, FINAL, "rejected", "failed"),
 ]  # fmt: skip
 
-CASES: list[Case] = SMTP_CASES + GMAIL_CASES
+CASES: list[Case] = SMTP_CASES + REQUIRED_TLS_CASES + GMAIL_CASES
 
 CHANNEL_WORDS = {
     "managed": "managed (MX)",
@@ -273,9 +282,9 @@ def render() -> str:
     for c in CASES:
         state = c.state if c.tries == 1 else f"{c.state} (after try {c.tries})"
         words = "; ".join(w for w in (f"`{c.reason}`" if c.reason else "", c.note) if w)
+        channel = CHANNEL_WORDS[c.channel] + (", TLS required" if c.require_tls else "")
         lines.append(
-            f"| {CHANNEL_WORDS[c.channel]} | {c.fault} | {c.phase} | {state} | "
-            f"{c.next.render()} | {words or '—'} |"
+            f"| {channel} | {c.fault} | {c.phase} | {state} | {c.next.render()} | {words or '—'} |"
         )
     return "\n".join(lines) + "\n"
 

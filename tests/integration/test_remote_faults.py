@@ -36,6 +36,7 @@ from peers.smtp import ScriptedSMTPServer, free_port
 from peers.tls import TLSPeer
 from postway.channels.managed import ManagedChannel
 from postway.channels.registry import ChannelRegistry
+from postway.config import Settings
 from postway.delivery.transitions import RetryNow, transition
 from postway.google_standin import Fault
 from postway.runtime import Runtime
@@ -59,6 +60,7 @@ class Faults:
     """The module's shared world: one runtime, its HTTP client, the DNS and Google peers."""
 
     env: Env
+    strict: Runtime  # the same database, with POSTWAY_MTA_REQUIRE_TLS=1
     dns: DNSPeer
     google: GooglePeer
     mx_port: int  # every MX host listens on this port, each on its own 127.0.0.x
@@ -107,19 +109,33 @@ async def faults(
         google_base_url=module_google.base_url, google_client_id=module_google.client_id,
         google_client_secret=module_google.client_secret,
     )  # fmt: skip
-    rt = Runtime(s)
     mx_port = free_port()
-    # The composition root's registry, with the managed channel dialling MX hosts on the
-    # peers' port instead of 25 (as test_mx_ssrf.py does); everything else as built.
-    rt.registry = ChannelRegistry(
-        s, rt.box, managed=lambda: ManagedChannel(s, mx_port=mx_port),
-        accounts=rt.accounts, google=rt.new_google_api,
-    )  # fmt: skip
+    rt, strict = (
+        _runtime(s, mx_port),
+        _runtime(s.model_copy(update={"mta_require_tls": True}), mx_port),
+    )
     await rt.start()
+    await strict.start()
     transport = httpx.ASGITransport(app=create_app(rt))
     async with httpx.AsyncClient(transport=transport, base_url="http://postway.test") as client:
-        yield Faults(Env(rt, client), module_dns, module_google, mx_port, untrusted_context)
+        env = Env(rt, client)
+        yield Faults(env, strict, module_dns, module_google, mx_port, untrusted_context)
+    await strict.aclose()
     await rt.aclose()
+
+
+def _runtime(s: Settings, mx_port: int) -> Runtime:
+    """The composition root, its managed channel dialling MX hosts on the peers' port
+    instead of 25 (as test_mx_ssrf.py does); everything else as built."""
+    rt = Runtime(s)
+    rt.registry = ChannelRegistry(
+        s, rt.box,
+        managed=lambda: ManagedChannel(
+            s, mx_port=mx_port, tls_mode="require" if s.mta_require_tls else "opportunistic"
+        ),
+        accounts=rt.accounts, google=rt.new_google_api,
+    )  # fmt: skip
+    return rt
 
 
 # -- the peers of one row ----------------------------------------------------------------------
@@ -192,7 +208,7 @@ async def _smtp_row(f: Faults, case: Case, tls_peer: TLSPeer) -> str:
         if case.channel == "smtp":
             acct, identity = await _relay_sender(f, n, srv.port, case.peer.get("security", "none"))
         message_id = await _send(acct, identity, to, case.big)
-        await _attempts(f, message_id, case.tries)
+        await _attempts(f, message_id, case.tries, f.strict if case.require_tls else f.env.rt)
     finally:
         if listen:
             await srv.__aexit__(None, None, None)
@@ -225,13 +241,13 @@ async def _gmail_row(f: Faults, case: Case) -> str:
             retry_after=case.peer.get("retry_after"),
         )
     message_id = await _send(acct, identity, "lead@client.example", case.big)
-    await _attempts(f, message_id, case.tries)
+    await _attempts(f, message_id, case.tries, f.env.rt)
     return message_id
 
 
-async def _attempts(f: Faults, message_id: str, tries: int) -> None:
-    """Run the worker for the message; before each further try, an operator's "retry now"."""
-    rt = f.env.rt
+async def _attempts(f: Faults, message_id: str, tries: int, rt: Runtime) -> None:
+    """Run `rt`'s worker for the message (the only one due); before each further try, an
+    operator's "retry now"."""
     for attempt in range(tries):
         if attempt:
             async with rt.db.session() as s, s.begin():
