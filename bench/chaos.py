@@ -28,9 +28,11 @@ request that got no 202 (connection refused or reset while the web process is de
 is not retried: the client goes on with a new message, so nothing acknowledged is ever
 posted twice.
 
-Kills: `--kills` SIGKILLs, `--gap` seconds apart (uniform at random, default 0.5-3), of the
-web process and a worker in turn (in a random order within each pair; the worker chosen at
-random among the running ones). The supervisor stops the whole server when
+Kills: `--kills` SIGKILLs of the web process and a worker in turn (in a random order within
+each pair; the worker chosen at random among the running ones). After each kill the harness waits until the supervisor has
+started the victim again (and, for the web process, until it answers /healthz), then
+`--gap` seconds (uniform at random, default 0.5-3) before the next: every kill lands on a
+running system, at a random moment of its work. The supervisor stops the whole server when
 one child exits QUICK_EXITS_ALLOWED times in a row within QUICK_EXIT_SECONDS of its start
 (a child failing at start-up); a kill that would be such a third quick exit in a row of its
 role waits until the victim is old enough, so children are still killed while starting up,
@@ -88,7 +90,11 @@ from reliability_rows import ReliabilityRow, print_rows  # noqa: E402
 from served import child_processes  # noqa: E402
 
 from peers.google import ACCOUNT, GooglePeer  # noqa: E402
+from postway.config import Settings  # noqa: E402
 from postway.google_standin import SentMail  # noqa: E402
+from postway.runtime import Runtime  # noqa: E402
+from postway.store.identities import create_identity, mark_verified  # noqa: E402
+from postway.store.users import create_token, create_user, principal_of  # noqa: E402
 from postway.supervisor import QUICK_EXIT_SECONDS, QUICK_EXITS_ALLOWED  # noqa: E402
 
 DOMAIN = "chaos.bench.test"
@@ -320,14 +326,16 @@ class Killer:
 
     MARGIN = 0.7  # the supervisor times a child from a little after the fork and polls at 0.2 s
 
-    def __init__(self, serve_pid: int, result: ChaosResult, rng: random.Random,
+    def __init__(self, serve_pid: int, port: int, result: ChaosResult, rng: random.Random,
                  gap: tuple[float, float]) -> None:  # fmt: skip
         self.serve_pid = serve_pid
+        self.port = port
         self.result = result
         self.rng = rng
         self.gap = gap
         self.quick_in_a_row: Counter[str] = Counter()
         self._roles: list[str] = []
+        self._running: Counter[str] = Counter()  # children by role before the last kill
 
     def _victim(self, role: str, deadline: float) -> int:
         while time.monotonic() < deadline:
@@ -338,6 +346,7 @@ class Killer:
         raise RuntimeError(f"no {role} process to kill under {self.serve_pid}")
 
     def kill_one(self) -> Kill:
+        self._running = Counter(r for r, _ in child_processes(self.serve_pid))
         if not self._roles:  # web and workers taken in turn, in a random order within a pair
             self._roles = self.rng.sample(("web", "worker"), 2)
         role = self._roles.pop()
@@ -352,10 +361,33 @@ class Killer:
         self.quick_in_a_row[role] = self.quick_in_a_row[role] + 1 if quick else 0
         return kill
 
+    def _back(self, kill: Kill, timeout: float = 60.0) -> None:
+        """Wait until the supervisor replaced the victim and, for the web process, until it
+        answers again: the next gap starts from a running system."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kids = child_processes(self.serve_pid)
+            same = [p for r, p in kids if r == kill.role]
+            if kill.pid not in same and len(same) >= self._running[kill.role]:
+                if kill.role != "web":
+                    return
+                with contextlib.suppress(OSError):
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                    try:
+                        conn.request("GET", "/healthz")
+                        if conn.getresponse().status == 200:
+                            return
+                    finally:
+                        conn.close()
+            time.sleep(0.05)
+        raise RuntimeError(f"the {kill.role} process was not back within {timeout:.0f} s")
+
     def run(self, kills: int) -> None:
         for _ in range(kills):
             time.sleep(self.rng.uniform(*self.gap))
-            self.result.kills.append(self.kill_one())
+            kill = self.kill_one()
+            self.result.kills.append(kill)
+            self._back(kill)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -370,6 +402,28 @@ def pending_deliveries(pw: Postway) -> int:
     out = subprocess.run(["psql", pw.pg.url, "-At", "-c", sql], check=True,
                          capture_output=True, text=True)  # fmt: skip
     return int(out.stdout.strip())
+
+
+SECRET = "chaos-harness-secret-0123456789abcdef"  # noqa: S105 (a throwaway test server)
+USER = "chaos@acme.example"
+
+
+async def _seed(pw: Postway) -> tuple[str, str]:
+    """The admin user, an API token and a verified managed identity, written straight into
+    the (migrated) database before `serve` starts: three `postway` commands cost seconds
+    each on a loaded machine. Returns (token, identity id)."""
+    url = pw.pg.url if pw.pg else ""
+    rt = Runtime(Settings(data_dir=pw.data, database_url=url, secret_key=SECRET))
+    await rt.start()
+    try:
+        async with rt.db.session() as s, s.begin():
+            user = await create_user(s, USER, "chaos-password-0123", admin=True)
+            token = await create_token(s, user)
+            ident = await create_identity(s, principal_of(user), name="Chaos", email=USER)
+            await mark_verified(s, USER)
+            return token, ident.id
+    finally:
+        await rt.aclose()
 
 
 def connect_gmail(pw: Postway) -> str:
@@ -425,8 +479,9 @@ def running(database: str, channel: str, tmp: Path, workers: int | None, delay: 
     if workers is None:
         workers = 2 if database == "postgres" else 0  # 0: serve's own choice (1 on SQLite)
     try:
+        pw.env["POSTWAY_SECRET_KEY"] = SECRET
+        pw.token, pw.identity = asyncio.run(_seed(pw))
         pw.start("serve", ("--workers", str(workers)) if workers else ())
-        pw.set_up()
         identity = connect_gmail(pw) if channel == "gmail" else pw.identity
         yield pw, receiver, identity
     finally:
@@ -496,7 +551,7 @@ def run_chaos(
         posting = time.monotonic()
         try:
             time.sleep(2.0)
-            Killer(pw.proc.pid, result, rng, gap).run(kills)
+            Killer(pw.proc.pid, pw.port, result, rng, gap).run(kills)
             time.sleep(1.0)
         finally:
             poster.stop()

@@ -21,6 +21,9 @@ from chaos import run_chaos  # noqa: E402
 KILLS = 5
 
 
+# A web process restart imports the whole app: seconds each on a loaded machine (10 s with
+# the load average at 12), so the run may take longer than the suite's 120 s default.
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("channel", ["managed", "gmail"])
 @pytest.mark.parametrize(
     "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
