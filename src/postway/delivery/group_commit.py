@@ -39,7 +39,7 @@ from postway.delivery.submit import (
 from postway.errors import AuthenticationFailed, NotStored, PostwayError
 from postway.store.db import Database
 from postway.store.models import utcnow
-from postway.store.outage import is_outage, unavailable
+from postway.store.outage import OutageBackoff, is_outage, unavailable
 from postway.store.users import TokenOwner, owners_of_tokens, touch_tokens
 
 log = logging.getLogger("postway.api")
@@ -66,6 +66,7 @@ class GroupCommit:
         self._queue: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self.groups = 0  # transactions committed (tests read it)
+        self._outage = OutageBackoff("new mail is answered 503 with Retry-After", log)
 
     async def submit(
         self, token_hash: str, owner: TokenOwner, ctx: SendContext, req: SendRequest, p: Prepared
@@ -95,23 +96,29 @@ class GroupCommit:
                 await writing
                 writing = None
             if checked is not None:
-                writing = asyncio.create_task(self._guarded(checked.group, self._write(checked)))
+                writing = asyncio.create_task(
+                    self._guarded(checked.group, self._write(checked), writes=True)
+                )
 
-    async def _guarded(self, group: list[Pending], step: Awaitable[T]) -> T | None:
+    async def _guarded(
+        self, group: list[Pending], step: Awaitable[T], *, writes: bool = False
+    ) -> T | None:
         try:
-            return await step
-        except DBAPIError as exc:
-            log.error("the database could not take %d messages: %s", len(group), exc.orig)
-            words = f"the messages could not be stored: {exc.orig}"
-            _fail_all(group, unavailable() if is_outage(exc) else NotStored(words))
+            done = await step
         except Exception as exc:  # never leave a request waiting
-            if is_outage(exc):  # e.g. the server refusing connections
-                log.error("the database could not take %d messages: %s", len(group), exc)
+            if is_outage(exc):  # e.g. the server refusing connections, a full disk
+                self._outage.failed(exc)  # one log line per minute of outage, not per request
                 _fail_all(group, unavailable())
+            elif isinstance(exc, DBAPIError):
+                log.error("the database could not take %d messages: %s", len(group), exc.orig)
+                _fail_all(group, NotStored(f"the messages could not be stored: {exc.orig}"))
             else:
                 log.exception("storing a group of %d messages failed", len(group))
                 _fail_all(group, exc)
-        return None
+            return None
+        if writes:  # a read may work while writes cannot (a full disk): only a write says
+            self._outage.succeeded()
+        return done
 
     async def _check(self, group: list[Pending]) -> Checked:
         """Read again, in a snapshot taken after every request of the group arrived, who owns
@@ -135,7 +142,7 @@ class GroupCommit:
             for item in group:
                 one = await self._guarded([item], self._check([item]))
                 if one is not None:
-                    await self._guarded([item], self._write(one))
+                    await self._guarded([item], self._write(one), writes=True)
             return
         self.groups += 1
         for item, outcome in checked.outcomes:

@@ -59,14 +59,20 @@ async def record_outcomes(
     policy: RetryPolicy,
     *,
     metrics: Metrics | None = None,
+    release: Sequence[str] = (),
 ) -> None:
     """Write outcomes for deliveries this worker still holds, in one transaction; others were
-    taken over after our lease expired and their new holder's result wins (ours is dropped)."""
-    if not items:
+    taken over after our lease expired and their new holder's result wins (ours is dropped).
+    `release`: deliveries claimed but not attempted, given back in the same transaction."""
+    if not items and not release:
         return
     recorded = [i if isinstance(i, Recorded) else Recorded(i) for i in items]
     now = utcnow()
     async with db.session() as s, s.begin():
+        if release:
+            await queue.release(s, worker_id, list(release), now)
+        if not recorded:
+            return
         rows = await queue.held(
             s, worker_id, [r.outcome.delivery_id for r in recorded], postgres=not db.is_sqlite
         )
@@ -137,16 +143,26 @@ class OutcomeRecorder:
         self.db = db
         self.hold_seconds = hold_seconds
         # results of mail already sent: written soon after the database returns
-        self._outage = OutageBackoff(f"recording results of worker {worker_id}", log, ceiling=5.0)
+        self._outage = OutageBackoff(
+            f"results of worker {worker_id} held until it returns", log, ceiling=5.0
+        )
         self.worker_id = worker_id
         self.policy = policy
         self.metrics = metrics
         self.linger = linger
         self._pending: list[Recorded] = []
+        self._releases: list[str] = []
         self._ready = asyncio.Event()
         self._full = asyncio.Event()  # FLUSH_AT reached, or closing: flush without waiting
         self._closed = False
         self._task = asyncio.create_task(self._run())
+
+    def release(self, delivery_ids: list[str]) -> None:
+        """Deliveries of this batch that were not attempted because the database went away:
+        given back with the next write, so they go again as soon as it returns rather than
+        when the lease runs out."""
+        self._releases.extend(delivery_ids)
+        self._ready.set()
 
     async def add(self, outcomes: list[Outcome], setting_id: str | None) -> None:
         self._pending.extend(Recorded(o, setting_id) for o in outcomes)
@@ -163,10 +179,16 @@ class OutcomeRecorder:
             self._ready.clear()
             self._full.clear()
             batch, self._pending = self._pending, []
-            if batch:
+            releases, self._releases = self._releases, []
+            if batch or releases:
                 try:
                     await record_outcomes(
-                        self.db, self.worker_id, batch, self.policy, metrics=self.metrics
+                        self.db,
+                        self.worker_id,
+                        batch,
+                        self.policy,
+                        metrics=self.metrics,
+                        release=releases,
                     )
                 except Exception as exc:
                     if is_outage(exc) and self._keep_trying():
@@ -174,6 +196,7 @@ class OutcomeRecorder:
                         # the lease ends. Hold it and write it when the database is back
                         # (still fenced by lease owner, so a takeover meanwhile wins).
                         self._pending[:0] = batch
+                        self._releases[:0] = releases
                         await asyncio.sleep(self._outage.failed(exc))
                         self._ready.set()
                         continue
@@ -181,7 +204,7 @@ class OutcomeRecorder:
                     log.exception("recording %d outcomes failed", len(batch))
                 else:
                     self._outage.succeeded()
-            if self._closed and not self._pending:
+            if self._closed and not self._pending and not self._releases:
                 return
 
     def _keep_trying(self) -> bool:

@@ -299,7 +299,6 @@ class Pipeline:
             by_message: dict[str, list[Delivery]] = defaultdict(list)
             for d in claimed:
                 by_message[d.message_id].append(d)
-            ctx = await self._load(by_message)
             recorder = OutcomeRecorder(
                 self.db,
                 self.worker_id,
@@ -308,6 +307,15 @@ class Pipeline:
                 hold_seconds=self.settings.lease_seconds,
             )
             try:
+                try:
+                    ctx = await self._load(by_message)
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    # Nothing attempted: given back as soon as the database returns, rather
+                    # than left to wait out the lease.
+                    recorder.release([d.id for d in claimed])
+                    return
                 await asyncio.gather(
                     *(
                         self._in_order(ctx, group, recorder, left)
@@ -394,10 +402,11 @@ class Pipeline:
             try:
                 await self._message(ctx, message_id, deliveries, recorder)
             except Exception as exc:
-                # The lease runs out and the deliveries are retried; nothing is lost.
                 if is_outage(exc):
-                    log.warning("message %s waits: the database is unavailable", message_id)
-                else:
+                    # Not attempted (what it needs could not be read): given back, it goes
+                    # again once the database returns.
+                    recorder.release([d.id for d in deliveries])
+                else:  # the lease runs out and the deliveries are retried; nothing is lost
                     log.exception("pipeline failed for message %s", message_id)
 
     async def _message(

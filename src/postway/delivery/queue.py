@@ -66,6 +66,20 @@ async def renew(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def release(db: AsyncSession, worker_id: str, ids: list[str], now: datetime) -> int:
+    """Give back deliveries this worker claimed but could not attempt (the database went
+    away mid-batch): due again now, the claim's attempt not counted."""
+    if not ids:
+        return 0
+    result = await db.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.lease_owner == worker_id)
+        .values(due_at=now, lease_owner=None, attempts=Delivery.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 @dataclass(slots=True)
 class Held:
     """A delivery as its lease holder reads it to record a result: plain columns, no ORM

@@ -31,7 +31,7 @@ class Worker:
         self._depth_at = 0.0
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
-        self._outage = OutageBackoff(f"worker {self.id}", log)
+        self._outage = OutageBackoff(f"worker {self.id} waits, retrying with backoff", log)
 
     def wake(self) -> None:
         """New mail was accepted in this process: look now instead of at the next poll."""

@@ -19,8 +19,25 @@ RETRY_AFTER_SECONDS = 5
 OUTAGE_ERRORS = (SQLAlchemyError, ConnectionError, TimeoutError)
 
 
+# PostgreSQL's SQLSTATE classes that say "the server, not the request": 08 connection
+# exception, 53 insufficient resources (disk full, too many connections), 57 operator
+# intervention (shutting down, starting up).
+_OUTAGE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for e in (exc, getattr(exc, "orig", None), exc.__cause__):
+        code = getattr(e, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
 def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    code = _sqlstate(exc)
+    if code is not None and code[:2] in _OUTAGE_SQLSTATE_CLASSES:
         return True
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
@@ -44,7 +61,7 @@ class OutageBackoff:
     REPEAT_LOG = 60.0
 
     def __init__(self, what: str, log: logging.Logger, *, ceiling: float = CEILING) -> None:
-        self.what = what
+        self.what = what  # what the outage means for this loop, for the log
         self.log = log
         self.ceiling = ceiling
         self.delay = 0.0
@@ -63,18 +80,13 @@ class OutageBackoff:
             self.since = now
         if self.since == now or now - self._logged_at >= self.REPEAT_LOG:
             self._logged_at = now
-            self.log.warning(
-                "database unavailable (%s); %s paused, next try in %.1f s",
-                _short(exc),
-                self.what,
-                self.delay,
-            )
+            self.log.warning("database unavailable (%s); %s", _short(exc), self.what)
         return self.delay
 
     def succeeded(self) -> None:
         if self.since is not None:
             self.log.warning(
-                "database reachable again after %.1f s; %s resumed",
+                "database reachable again after %.1f s (%s)",
                 time.monotonic() - self.since,
                 self.what,
             )
