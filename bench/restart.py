@@ -13,7 +13,8 @@ one recipient each, are accepted through POST /api/v1/messages/batch while it ru
 
   70 %  now.restart.test      accepted at once
   20 %  backoff.restart.test  451 at the first RCPT, accepted at the retry; the first retry
-                              is POSTWAY_RETRY_BASE_SECONDS (--retry-base, 45 s) +-10 % later
+                              is POSTWAY_RETRY_BASE_SECONDS +-10 % later: --retry-base (45 s),
+                              or 3x the measured start-up of `serve` + 15 s when longer
   10 %  hold.restart.test     451 at every RCPT: deferred again and again (next try 45 s,
                               then 90 s, ... after each), still waiting at the end
 
@@ -120,6 +121,7 @@ class Result:
     kept: int = 0  # waiting deliveries checked unchanged across a restart
     mid_backoff: int = 0  # deferred with a retry still ahead when the new server answered
     leased_after_stop: int = 0
+    retry_base: float = 0.0  # the first retry delay the run used
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -347,8 +349,19 @@ def run(
     if mode == "kill":
         pw.env["POSTWAY_LEASE_SECONDS"] = str(lease)
     try:
+        launched = time.monotonic()
         pw.start("serve")
+        start_seconds = time.monotonic() - launched
         pw.set_up()
+        # The first retry must come after a restart is over, or no mail is mid-backoff when
+        # the new server runs: on a busy machine `serve` takes long to start, so the delay
+        # grows with the start-up just measured (then `serve` starts again with it).
+        retry_base = max(retry_base, 3 * start_seconds + 15)
+        result.retry_base = retry_base
+        pw.env["POSTWAY_RETRY_BASE_SECONDS"] = str(retry_base)
+        pw.stop()
+        pw.start("serve")
+        say(f"serve started in {start_seconds:.1f} s; first retry {retry_base:.0f} s")
         # the backoff group first, so it is mid-backoff (first try done) when the server stops
         say("serving; filling the backoff group")
         accepted = fill(pw, [i for i in range(messages) if group_of(i) == BACKOFF], result)
@@ -388,7 +401,7 @@ def run(
         pw.stop()
         final = snapshot(pw)
         say("settled; checking")
-        check(result, accepted, sink.events(), final, retry_base)
+        check(result, accepted, sink.events(), final, result.retry_base)
         if result.problems:  # keep the history of the deliveries named
             named = frozenset(r for r in accepted if any(r + ":" in p for p in result.problems))
             snapshot(pw, named)
